@@ -1,0 +1,313 @@
+"""Training: ``train(cfg) -> run folder``, readable top to bottom.
+
+The run folder holds ``config.yaml`` (resolved config), ``split.json`` (patients used),
+``best.safetensors`` / ``last.safetensors`` (weights), ``optimizer.safetensors`` and
+``state.json`` (to resume), ``log.csv`` (one row per epoch), ``curves.png`` and, after training,
+``calibration.json`` (post-processing chosen on validation patients).
+
+Every epoch draws its samples and augmentation from a generator seeded by (seed, epoch), and
+checkpoints are written at epoch ends, so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from lggseg import atomic, metrics, runtime
+from lggseg.config import TrainConfig, config_from_dict, dump_config
+from lggseg.dataset import Volume, index_dataset, load_volume
+from lggseg.errors import LggsegError
+from lggseg.losses import dice_bce_loss
+from lggseg.model import UNet
+from lggseg.postprocess import PostProcess
+from lggseg.splits import FoldSplit, split_for_fold
+from lggseg.transforms import augment, normalize, volume_stats
+from lggseg.weights import save_weights
+
+LOG_FIELDS = ["epoch", "lr", "train_loss", "train_dice", "train_iou", "val_loss", "val_dice", "val_iou", "seconds"]
+
+
+@dataclass
+class SliceBank:
+    """Training slices cached in RAM.
+
+    images: ``(N, 256, 256, 3)`` uint8; masks: ``(N, 256, 256)`` bool; stats: ``(N, 4, 3)``
+    float32 (the per-volume normalisation stats of each slice's patient); tumor: indices of
+    slices with a non-empty mask.
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    stats: torch.Tensor
+    tumor: torch.Tensor
+
+    @classmethod
+    def from_volumes(cls, volumes: list[Volume]) -> "SliceBank":
+        images = np.concatenate([v.images for v in volumes])
+        masks = np.concatenate([v.masks for v in volumes])
+        stats = np.concatenate([np.repeat(volume_stats(v.images)[None], len(v.images), 0) for v in volumes])
+        tumor = np.flatnonzero(masks.reshape(len(masks), -1).any(1))
+        return cls(torch.from_numpy(images), torch.from_numpy(masks), torch.from_numpy(stats), torch.from_numpy(tumor))
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def draw_epoch(bank: SliceBank, n: int, fg_fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """Indices for one epoch: ``fg_fraction`` from tumor slices, the rest from all slices, shuffled."""
+    n_fg = int(round(n * fg_fraction)) if len(bank.tumor) else 0
+    fg = bank.tumor[torch.randint(len(bank.tumor), (n_fg,), generator=generator)] if n_fg else torch.empty(0, dtype=torch.long)
+    rest = torch.randint(len(bank), (n - n_fg,), generator=generator)
+    both = torch.cat([fg, rest])
+    return both[torch.randperm(n, generator=generator)]
+
+
+def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up, then cosine decay to ``lr * min_lr_ratio`` at the last step."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def load_split_volumes(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[FoldSplit, list[Volume], list[Volume]]:
+    """Index the data, split it for the fold, and load train + validation volumes into RAM."""
+    index = index_dataset(cfg.data)
+    for problem in index.problems:
+        log(f"data: {problem}")
+    named = index.by_name()
+    split = split_for_fold(sorted(named), cfg.fold, cfg.n_validation, cfg.split_seed)
+    train_names = list(split.train)
+    if cfg.max_train_patients:
+        train_names = train_names[: cfg.max_train_patients]
+    log(
+        f"fold {cfg.fold}: {len(train_names)} train, {len(split.validation)} validation, {len(split.test)} test patients held out; "
+        f"{split.skipped} patient(s) of the canonical split absent from the data folder"
+    )
+    from lggseg.progress import track
+
+    volumes = {}
+    for name in track(train_names + list(split.validation), description="loading slices"):
+        volume = load_volume(named[name])
+        if volume.masks is None:
+            raise LggsegError(f"{named[name].folder}: training patients need a mask for every slice")
+        volumes[name] = volume
+    return split, [volumes[n] for n in train_names], [volumes[n] for n in split.validation]
+
+
+class Checkpointer:
+    """Writes and reads the run folder's resumable state (all files written atomically)."""
+
+    def __init__(self, run: Path) -> None:
+        self.run = run
+
+    def save(self, model: UNet, optimizer: torch.optim.Optimizer, state: dict[str, Any], best: bool) -> None:
+        from safetensors.torch import save as save_bytes
+
+        flat: dict[str, torch.Tensor] = {}
+        for pid, values in optimizer.state_dict()["state"].items():
+            for key, value in values.items():
+                flat[f"{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        info = {"fold": state["config"]["fold"], "epoch": state["epoch"], "val_dice": state["last_val_dice"]}
+        save_weights(self.run / "last.safetensors", model, info=info)
+        atomic.write_bytes(self.run / "optimizer.safetensors", save_bytes(flat))
+        if best:
+            save_weights(self.run / "best.safetensors", model, info=info)
+        atomic.write_text(self.run / "state.json", json.dumps(state, indent=1))
+
+    def load(self, model: UNet, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        from safetensors.torch import load_file
+
+        from lggseg.weights import load_weights
+
+        state = json.loads((self.run / "state.json").read_text())
+        bundle = load_weights(self.run / "last.safetensors")
+        model.load_state_dict(bundle.model.state_dict())
+        flat = load_file(str(self.run / "optimizer.safetensors"))
+        opt_state: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in flat.items():
+            pid, key = name.split(".", 1)
+            opt_state.setdefault(int(pid), {})[key] = value
+        optimizer.load_state_dict({"state": opt_state, "param_groups": optimizer.state_dict()["param_groups"]})
+        return state
+
+
+@torch.inference_mode()
+def validate(model: UNet, volumes: list[Volume], device: torch.device, bf16: bool, bce_weight: float, batch_size: int = 16) -> dict[str, float]:
+    """Per-patient 3D Dice/IoU at threshold 0.5 (no post-processing), and the mean loss."""
+    model.eval()
+    dices, ious, losses = [], [], []
+    for volume in volumes:
+        stats = torch.from_numpy(volume_stats(volume.images))
+        pred = np.empty(volume.masks.shape, bool)
+        for start in range(0, len(volume.images), batch_size):
+            raw = torch.from_numpy(volume.images[start : start + batch_size]).permute(0, 3, 1, 2).float()
+            target = torch.from_numpy(volume.masks[start : start + batch_size])[:, None].float()
+            x = normalize(raw, stats).to(device).contiguous(memory_format=torch.channels_last)
+            with runtime.autocast(device, bf16):
+                logits = model(x)
+            losses.append(float(dice_bce_loss(logits, target.to(device), bce_weight)))
+            pred[start : start + batch_size] = (logits.float() > 0).cpu().numpy()[:, 0]
+        dices.append(metrics.dice(pred, volume.masks))
+        ious.append(metrics.iou(pred, volume.masks))
+    return {"val_loss": float(np.mean(losses)), "val_dice": float(np.mean(dices)), "val_iou": float(np.mean(ious))}
+
+
+def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = print, stop_after_epochs: int | None = None) -> Path:
+    """Train a U-Net for ``cfg.fold`` and return the run folder.
+
+    With ``resume=True`` the run folder's state is loaded and training continues from the
+    epoch after the last completed one (``cfg.epochs`` may be raised to train longer).
+    """
+    runtime.tune_malloc()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run = Path(cfg.out)
+    device = runtime.pick_device(cfg.device)
+    bf16 = runtime.use_bf16(device, cfg.bf16)
+    torch.manual_seed(cfg.seed)
+    model = runtime.prepare_model(UNet(cfg.model), device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    checkpoints = Checkpointer(run)
+    history: list[dict[str, Any]] = []
+    start_epoch, best_dice, best_epoch = 0, -1.0, -1
+    if resume:
+        state = checkpoints.load(model, optimizer)
+        start_epoch, best_dice, best_epoch = state["epoch"] + 1, state["best_val_dice"], state["best_epoch"]
+        history = state["history"]
+        log(f"resuming {run} after epoch {state['epoch'] + 1} (best validation Dice {best_dice:.4f} at epoch {best_epoch + 1})")
+    run.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(run / "config.yaml", dump_config(cfg))
+
+    split, train_volumes, val_volumes = load_split_volumes(cfg, log)
+    atomic.write_text(run / "split.json", json.dumps({"fold": split.fold, "train": [v.name for v in train_volumes], "validation": list(split.validation), "test": list(split.test), "skipped": split.skipped}, indent=1))
+    bank = SliceBank.from_volumes(train_volumes)
+    log(f"{len(bank)} training slices ({len(bank.tumor)} with tumor) cached in RAM; device {device}, bf16 {bf16}")
+    steps_per_epoch = cfg.samples_per_epoch // cfg.batch_size
+
+    interrupted = {"flag": False}
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        interrupted["flag"] = True
+        log("interrupt: finishing this epoch's checkpoint, then stopping (press Ctrl-C again to abort)")
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+    from lggseg.progress import make_progress
+
+    epochs_done = 0
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            began = time.perf_counter()
+            generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            torch.manual_seed(cfg.seed * 7_919 + epoch)
+            order = draw_epoch(bank, steps_per_epoch * cfg.batch_size, cfg.fg_fraction, generator)
+            model.train()
+            sums = {"loss": 0.0, "inter": 0.0, "total": 0.0, "union": 0.0}
+            with make_progress(transient=True) as bar:
+                task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, info="")
+                for step in range(steps_per_epoch):
+                    lr = learning_rate(cfg, epoch * steps_per_epoch + step, steps_per_epoch)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                    raw = bank.images[idx].permute(0, 3, 1, 2).float()
+                    target = bank.masks[idx][:, None].float()
+                    x, y = augment(raw, target, bank.stats[idx], cfg.augment, generator)
+                    x = x.to(device).contiguous(memory_format=torch.channels_last)
+                    y = y.to(device)
+                    with runtime.autocast(device, bf16):
+                        logits = model(x)
+                    loss = dice_bce_loss(logits, y, cfg.bce_weight)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    with torch.no_grad():
+                        hard = (logits.float() > 0).float()
+                        inter, total = float((hard * y).sum()), float(hard.sum() + y.sum())
+                    sums["loss"] += float(loss)
+                    sums["inter"] += inter
+                    sums["total"] += total
+                    sums["union"] += total - inter
+                    dice_so_far = 2 * sums["inter"] / max(sums["total"], 1.0)
+                    bar.update(task, advance=1, info=f"loss {sums['loss'] / (step + 1):.4f}  dice {dice_so_far:.3f}")
+            val = validate(model, val_volumes, device, bf16, cfg.bce_weight)
+            row = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "train_loss": sums["loss"] / steps_per_epoch,
+                "train_dice": 2 * sums["inter"] / max(sums["total"], 1.0),
+                "train_iou": sums["inter"] / max(sums["union"], 1.0),
+                **val,
+                "seconds": time.perf_counter() - began,
+            }
+            history.append(row)
+            improved = row["val_dice"] > best_dice
+            if improved:
+                best_dice, best_epoch = row["val_dice"], epoch
+            state = {"epoch": epoch, "best_val_dice": best_dice, "best_epoch": best_epoch, "last_val_dice": row["val_dice"], "history": history, "config": cfg.to_dict()}
+            checkpoints.save(model, optimizer, state, best=improved)
+            write_log(run, history)
+            log(
+                f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f} train Dice {row['train_dice']:.3f} | "
+                f"val loss {row['val_loss']:.4f} per-patient Dice {row['val_dice']:.4f} IoU {row['val_iou']:.4f}"
+                f"{' (best)' if improved else ''} | {row['seconds']:.0f} s"
+            )
+            epochs_done += 1
+            if interrupted["flag"]:
+                log(f"stopped after epoch {epoch + 1}; resume with --resume {run}")
+                return run
+            if cfg.patience and epoch - best_epoch >= cfg.patience:
+                log(f"early stop: no validation improvement for {cfg.patience} epochs")
+                break
+            if stop_after_epochs is not None and epochs_done >= stop_after_epochs:
+                return run
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if cfg.calibrate:
+        from lggseg.calibrate import calibrate_run
+
+        calibrate_run(run, val_volumes, log)
+    return run
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def write_log(run: Path, history: list[dict[str, Any]]) -> None:
+    """Write ``log.csv`` and ``curves.png`` from the epoch history."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LOG_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic.write_text(run / "log.csv", buffer.getvalue())
+    from lggseg.plots import training_curves
+
+    training_curves(history, run / "curves.png")
+
+
+def config_of_run(run: str | Path) -> TrainConfig:
+    """The config a run folder was trained with (from its ``state.json``)."""
+    state_file = Path(run) / "state.json"
+    if not state_file.exists():
+        raise LggsegError(f"{run}: not a run folder to resume (no state.json)")
+    return config_from_dict(json.loads(state_file.read_text())["config"], str(state_file))
