@@ -239,7 +239,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
                     with torch.no_grad():
                         hard = (logits.float() > 0).float()
                         inter, total = float((hard * y).sum()), float(hard.sum() + y.sum())
-                    sums["loss"] += float(loss)
+                    sums["loss"] += float(loss.detach())
                     sums["inter"] += inter
                     sums["total"] += total
                     sums["union"] += total - inter

@@ -1,0 +1,3 @@
+from lggseg.cli import main
+
+main()

@@ -1,0 +1,150 @@
+"""The ``lggseg`` command line: thin shells that parse options and call one library function.
+
+User errors (bad path, bad file, bad option) print one ``error: ...`` line on stderr and exit
+with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from lggseg.errors import LggsegError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None, no_args_is_help=True, help="Segment lower-grade glioma FLAIR abnormality in brain MRI.")
+data_app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True, help="Inspect data folders.")
+app.add_typer(data_app, name="data")
+
+RUNTIME_HELP = "inference runtime: torch or onnx"
+
+
+def _say(message: str) -> None:
+    typer.echo(message)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", help="print the version and exit", is_eager=True)) -> None:
+    if version:
+        from lggseg import __version__
+
+        typer.echo(f"lggseg {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("lggseg_demo"), "--out", help="output folder"),
+    runtime: str = typer.Option("torch", "--runtime", help=RUNTIME_HELP),
+) -> None:
+    """Run the shipped model on the bundled sample patients and write overlays, NIfTI and figures."""
+    from lggseg.demo import run_demo
+
+    run_demo(out, runtime_name=runtime, log=_say)
+
+
+@data_app.command("check")
+def data_check(folder: Path = typer.Argument(..., help="a kaggle_3m-style folder (or its parent)")) -> None:
+    """Validate every file of a data folder and print counts and problems."""
+    from lggseg.dataset import check_dataset
+
+    report = check_dataset(folder, progress=True)
+    _say(f"data folder:        {report.root}")
+    _say(f"patients:           {report.n_patients}")
+    _say(f"slices:             {report.n_slices}")
+    _say(f"slices with tumor:  {report.n_tumor_slices}")
+    _say(f"slices without:     {report.n_empty_slices}")
+    _say("patients per institution: " + ", ".join(f"{k} {v}" for k, v in report.institutions.items()))
+    _say(f"problems:           {len(report.problems)}")
+    for problem in report.problems:
+        _say(f"  - {problem}")
+
+
+@app.command()
+def train(
+    data: Optional[Path] = typer.Option(None, "--data", help="kaggle_3m-style data folder"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML training config"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run folder to create"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="run folder to continue"),
+    fold: Optional[int] = typer.Option(None, "--fold", help="canonical fold held out as test (0-4)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="total number of epochs"),
+) -> None:
+    """Train a U-Net on the training patients of a fold."""
+    from lggseg.config import load_config
+    from lggseg.train import config_of_run, train as train_run
+
+    if resume is not None:
+        if config is not None or fold is not None:
+            raise LggsegError("--resume continues a run with its own config; do not pass --config or --fold")
+        cfg = config_of_run(resume).replace(out=str(resume), data=str(data) if data else None, epochs=epochs)
+    else:
+        if data is None:
+            raise LggsegError("--data is required (a kaggle_3m-style folder)")
+        cfg = load_config(config).replace(data=str(data), fold=fold, epochs=epochs, out=str(out) if out else None)
+        if out is None and config is None:
+            raise LggsegError("--out is required (the run folder to create)")
+        if (Path(cfg.out) / "state.json").exists():
+            raise LggsegError(f"{cfg.out}: already holds a run; use --resume {cfg.out} or another --out")
+    run = train_run(cfg, resume=resume is not None, log=_say)
+    _say(f"run folder: {run}")
+
+
+@app.command()
+def evaluate(
+    data: Path = typer.Option(..., "--data", help="kaggle_3m-style data folder with masks"),
+    out: Path = typer.Option(..., "--out", help="report folder (metrics.json, per_patient.csv, plots)"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="weights file or run folder (default: shipped model)"),
+    fold: Optional[int] = typer.Option(None, "--fold", help="evaluate the test patients of this canonical fold"),
+    runtime: str = typer.Option("torch", "--runtime", help=RUNTIME_HELP),
+) -> None:
+    """Per-patient evaluation by the protocol of DESIGN.md."""
+    from lggseg.evaluate import evaluate as run_evaluate
+
+    run_evaluate(data, out, weights, fold, runtime, log=_say)
+
+
+@app.command()
+def predict(
+    inputs: List[Path] = typer.Argument(..., help="slice files, patient folders, folders of patients or NIfTI volumes"),
+    out: Path = typer.Option(..., "--out", help="output folder"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="weights file or run folder (default: shipped model)"),
+    runtime: str = typer.Option("torch", "--runtime", help=RUNTIME_HELP),
+) -> None:
+    """Segment new scans; write masks, overlays, NIfTI volumes and summary.csv."""
+    from lggseg.predict import predict as run_predict
+
+    report = run_predict(list(inputs), out, weights, runtime, log=lambda m: typer.echo(m, err=True))
+    for case in report.cases:
+        _say(f"{case.name}: tumor volume {case.volume} voxels" + (f", Dice {case.dice:.3f}" if case.dice is not None else ""))
+    _say(f"outputs in {out}; summary in {report.summary_csv}")
+    if report.failures:
+        typer.echo(f"error: {len(report.failures)} input(s) failed, {len(report.cases)} succeeded", err=True)
+        raise typer.Exit(2)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console entry point: map user errors to one line on stderr and exit status 2."""
+    try:
+        code = app(args=argv, prog_name="lggseg", standalone_mode=False)
+    except typer.Exit as exc:  # raised by --help / no_args_is_help in some Typer versions
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # usage errors: unknown option, missing argument, bad value
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `lggseg` or `lggseg data`: show help
+            typer.echo(message)
+            sys.exit(0)
+        typer.echo(f"error: {' '.join(message.split())}", err=True)
+        sys.exit(2)
+    except LggsegError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
