@@ -70,8 +70,10 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="run folder to continue"),
     fold: Optional[int] = typer.Option(None, "--fold", help="canonical fold held out as test (0-4)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="total number of epochs"),
+    nproc: int = typer.Option(1, "--nproc", help="train with N local processes (DDP: one per GPU, or gloo on CPU); see docs/distributed.md"),
 ) -> None:
-    """Train a U-Net on the training patients of a fold."""
+    """Train a U-Net on the training patients of a fold (also under torchrun: `torchrun --nproc_per_node=N -m lggseg train ...`)."""
+    from lggseg import distributed
     from lggseg.config import load_config
     from lggseg.train import config_of_run, train as train_run
 
@@ -87,8 +89,36 @@ def train(
             raise LggsegError("--out is required (the run folder to create)")
         if (Path(cfg.out) / "state.json").exists():
             raise LggsegError(f"{cfg.out}: already holds a run; use --resume {cfg.out} or another --out")
-    run = train_run(cfg, resume=resume is not None, log=_say)
-    _say(f"run folder: {run}")
+    if nproc < 1:
+        raise LggsegError(f"--nproc must be >= 1, got {nproc}")
+    if nproc > 1:
+        distributed.local_batch_size(cfg.batch_size, distributed.Dist(world_size=nproc))  # fail before starting workers
+        distributed.launch(nproc, train_run, cfg, resume is not None, _say)
+    else:
+        train_run(cfg, resume=resume is not None, log=_say)
+    if distributed.dist_from_env().is_main:
+        _say(f"run folder: {cfg.out}")
+
+
+@app.command()
+def cv(
+    data: Path = typer.Option(..., "--data", help="kaggle_3m-style data folder"),
+    out: Path = typer.Option(..., "--out", help="cross-validation folder (fold_K/run, fold_K/test, merged report)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML training config used for every fold"),
+    folds: int = typer.Option(5, "--folds", help="run canonical folds 0..N-1 (5 = the full cross-validation)"),
+    only_fold: Optional[int] = typer.Option(None, "--only-fold", help="train and evaluate this fold only (merge when all are done)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="total number of epochs per fold"),
+    merge_only: bool = typer.Option(False, "--merge-only", help="train nothing: evaluate finished folds and merge the report"),
+    nproc: int = typer.Option(1, "--nproc", help="train each fold with N local DDP processes"),
+) -> None:
+    """Cross-validate on the canonical split and write one out-of-fold report (skips folds already done)."""
+    from lggseg.config import load_config
+    from lggseg.cv import cross_validate
+
+    if nproc < 1:
+        raise LggsegError(f"--nproc must be >= 1, got {nproc}")
+    cfg = load_config(config).replace(data=str(data), epochs=epochs)
+    cross_validate(cfg, out, folds, only_fold, merge_only, nproc, log=_say)
 
 
 @app.command()
@@ -122,6 +152,39 @@ def predict(
     if report.failures:
         typer.echo(f"error: {len(report.failures)} input(s) failed, {len(report.cases)} succeeded", err=True)
         raise typer.Exit(2)
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(..., "--out", help="ONNX file to write (its folder must exist)"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="weights file or run folder (default: shipped model)"),
+    format: str = typer.Option("onnx", "--format", help="export format (onnx)"),
+) -> None:
+    """Export the model (with its sigmoid) to ONNX: dynamic batch and size, metadata inside."""
+    if format.lower() != "onnx":
+        raise LggsegError(f"--format {format!r} is not supported; the only export format is onnx")
+    from lggseg.export import export_onnx
+
+    path = export_onnx(weights, out)
+    _say(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input 'image' float32 (batch, 3, H, W) normalised, output 'probability' (batch, 1, H, W)")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (loopback by default; anything else is reachable from other machines)"),
+    port: int = typer.Option(8000, "--port", help="TCP port"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="weights file or run folder (default: shipped model)"),
+    runtime: str = typer.Option("torch", "--runtime", help=RUNTIME_HELP),
+    max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", help="largest request body in MB (2^20 bytes)"),
+    max_image_side: int = typer.Option(2048, "--max-image-side", help="largest slice width or height in pixels"),
+    workers: int = typer.Option(1, "--workers", help="requests segmented at the same time"),
+    queue: int = typer.Option(16, "--queue", help="requests allowed to wait; more get 503"),
+) -> None:
+    """Web page and HTTP API (FastAPI + uvicorn): open http://127.0.0.1:8000/ in a browser."""
+    from lggseg.server import ServerLimits, serve as run_server
+
+    limits = ServerLimits(max_upload_bytes=int(max_upload_mb * 2**20), max_image_side=max_image_side, workers=workers, queue=queue)
+    run_server(host, port, weights, runtime, limits, log=_say)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

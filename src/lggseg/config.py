@@ -37,6 +37,7 @@ class TrainConfig:
     threads: int = 0
     max_train_patients: int = 0
     calibrate: bool = True
+    sync_bn: bool = False  # SyncBatchNorm across processes in distributed training (CUDA only)
     model: UNetConfig = field(default_factory=UNetConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

@@ -2,8 +2,11 @@
 
 Layout: ``ROOT/<patient>/<patient>_<n>.tif`` with ``<patient>_<n>_mask.tif`` beside it.
 ``ROOT`` may also be the parent that holds ``kaggle_3m/``, or one patient folder. Slices are
-paired by number and sorted numerically (1, 2, ..., 10). Hidden files, ``README*`` and
-``*.csv`` are ignored; any other stray file is reported as a problem and skipped.
+paired by number and sorted numerically (1, 2, ..., 10). Hidden files and folders
+(``.DS_Store``, macOS ``._*`` resource forks), ``__MACOSX`` folders, ``README*`` and
+``*.csv``/``*.md``/``*.txt``/``*.tsv``/``*.json`` files are ignored; any other stray file
+(``Thumbs.db``, ``desktop.ini``, a slice with another naming scheme) is reported as a problem and
+skipped, and so is a folder without slice images.
 
 Slices whose size is not 256x256 are resized to the model grid when loaded (image bilinear,
 mask nearest); :func:`check_dataset` lists them so the user knows.
@@ -87,6 +90,11 @@ def _is_ignored(path: Path) -> bool:
     return path.name.startswith(".") or path.name.upper().startswith("README") or path.suffix.lower() in _IGNORED_SUFFIXES
 
 
+def _is_ignored_folder(path: Path) -> bool:
+    """Hidden folders and macOS archive debris (``__MACOSX``) are not patient folders."""
+    return path.name.startswith(".") or path.name == "__MACOSX"
+
+
 def resolve_root(root: str | Path) -> Path:
     """Return the folder holding the patient folders (accepts the parent of ``kaggle_3m``)."""
     root = Path(root)
@@ -135,8 +143,8 @@ def index_dataset(root: str | Path) -> DatasetIndex:
     root = resolve_root(root)
     problems: list[str] = []
     patients: list[PatientFiles] = []
-    has_slice_files = any(SLICE_NAME.match(p.name) for p in root.iterdir() if p.is_file())
-    folders = [root] if has_slice_files else sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    has_slice_files = any(SLICE_NAME.match(p.name) for p in root.iterdir() if p.is_file() and not _is_ignored(p))
+    folders = [root] if has_slice_files else sorted(p for p in root.iterdir() if p.is_dir() and not _is_ignored_folder(p))
     for folder in folders:
         patient = index_patient(folder, problems)
         if patient is None:

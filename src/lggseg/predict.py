@@ -8,9 +8,17 @@ For every input it writes, under ``out``:
 * ``summary.csv``: one row per slice with its tumor area (pixels) and its patient's tumor volume
   (voxels), and the Dice against ground truth where masks are present.
 
-Slices of other sizes are resized to 256x256 for the network and the probabilities are resized
-back, so every mask has its input's size. A bad input is reported and skipped; the others are
-still processed (:class:`PredictReport` lists the failures).
+Slices of other sizes are resized to 256x256 for the network (bilinear) and the probabilities are
+resized back (bilinear) before thresholding, so every mask has its input's size: a single slice,
+and a patient folder whose slices share one size (its NIfTI then has that size too). A patient
+folder whose slices have different sizes is predicted and written on the 256x256 grid.
+
+Inputs: a slice file; a patient folder (files named ``<patient>_<n>.tif``); a folder of patient
+folders and/or NIfTI volumes; or a folder of loose slice images (any names), each predicted as
+its own slice. Hidden files (``.DS_Store``, ``._*``), ``*_mask`` images and files that are not
+images or NIfTI inside a folder are ignored. A bad input (unreadable, corrupt, wrong shape) is
+reported and skipped; the others are still processed (:class:`PredictReport` lists the
+failures, and the CLI exits with status 2 when there is any).
 """
 
 from __future__ import annotations
@@ -24,10 +32,10 @@ from typing import Any, Callable
 import numpy as np
 
 from lggseg import atomic, metrics, nifti, plots, postprocess
-from lggseg.dataset import GRID, SLICE_NAME, fit_to_grid, index_dataset, load_volume
+from lggseg.dataset import GRID, SLICE_NAME, PatientFiles, fit_to_grid, index_dataset, load_volume
 from lggseg.errors import LggsegError
 from lggseg.inference import Segmenter
-from lggseg.readers import read_image
+from lggseg.readers import read_image, read_mask
 
 SUMMARY_FIELDS = ["case", "slice", "source", "tumor_area_px", "case_tumor_volume_voxels", "case_tumor_slices", "case_dice"]
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -91,16 +99,42 @@ def predict_patient(segmenter: Segmenter, folder: Path, out: Path) -> CaseResult
     if len(index.patients) != 1:
         raise LggsegError(f"{folder}: expected one patient folder")
     patient = index.patients[0]
-    volume = load_volume(patient)
-    mask, _ = segmenter.segment(volume.images)
+    images, truth = _load_native(patient)
+    if images is None:  # slices of different sizes: work on the model grid
+        volume = load_volume(patient)
+        images, truth = volume.images, volume.masks
+        mask, _ = segmenter.segment(images)
+    else:
+        mask = segment_any_size(segmenter, images)
     names = [s.image.stem for s in patient.slices]
-    outputs = write_case(out, patient.name, volume.images, mask, names)
-    for suffix, data in (("mask", mask.astype(np.uint8)), ("flair", volume.images[..., 1])):
+    outputs = write_case(out, patient.name, images, mask, names)
+    for suffix, data in (("mask", mask.astype(np.uint8)), ("flair", images[..., 1])):
         path = out / patient.name / f"{patient.name}_{suffix}.nii.gz"
         nifti.save_volume(data, path)
         outputs.append(path)
-    dice = metrics.dice(mask, volume.masks) if volume.masks is not None else None
+    dice = metrics.dice(mask, truth) if truth is not None else None
     return CaseResult(patient.name, mask, [str(s.image) for s in patient.slices], dice, outputs)
+
+
+def _load_native(patient: PatientFiles) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A patient's slices at their own size (and masks, when every slice has one).
+
+    Returns ``(None, None)`` when the slices do not all share one size. A mask whose size differs
+    from its image raises :class:`LggsegError`, as in :func:`lggseg.dataset.load_volume`.
+    """
+    images = [read_image(item.image) for item in patient.slices]
+    if len({image.shape for image in images}) != 1:
+        return None, None
+    truth = None
+    if patient.has_masks:
+        masks = []
+        for item, image in zip(patient.slices, images):
+            mask = read_mask(item.mask)
+            if mask.shape != image.shape[:2]:
+                raise LggsegError(f"{item.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}")
+            masks.append(mask)
+        truth = np.stack(masks)
+    return np.stack(images), truth
 
 
 def predict_nifti(segmenter: Segmenter, path: Path, out: Path) -> CaseResult:
@@ -138,13 +172,14 @@ def expand_inputs(inputs: list[str | Path]) -> tuple[list[tuple[str, Path]], lis
             else:
                 failures.append(f"{item}: not a slice image (.tif/.png/.jpg) or NIfTI volume (.nii/.nii.gz)")
         else:
-            files = [p for p in item.iterdir() if p.is_file()]
+            files = sorted(p for p in item.iterdir() if p.is_file() and not p.name.startswith("."))
             if any(SLICE_NAME.match(p.name) for p in files):
                 jobs.append(("patient", item))
             else:
-                subfolders = sorted(p for p in item.iterdir() if p.is_dir() and not p.name.startswith("."))
-                volumes = sorted(p for p in files if nifti.is_nifti(p))
-                found = [("patient", p) for p in subfolders] + [("nifti", p) for p in volumes]
+                subfolders = sorted(p for p in item.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
+                volumes = [p for p in files if nifti.is_nifti(p)]
+                loose = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith("_mask")]
+                found = [("patient", p) for p in subfolders] + [("nifti", p) for p in volumes] + [("slice", p) for p in loose]
                 if not found:
                     failures.append(f"{item}: no slice images, patient folders or NIfTI volumes inside")
                 jobs += found

@@ -7,6 +7,15 @@ The run folder holds ``config.yaml`` (resolved config), ``split.json`` (patients
 
 Every epoch draws its samples and augmentation from a generator seeded by (seed, epoch), and
 checkpoints are written at epoch ends, so a resumed run continues exactly where it stopped.
+
+Distributed (``torchrun`` or ``lggseg train --nproc N``, see :mod:`lggseg.distributed` and
+docs/distributed.md): every rank draws the same epoch indices as a single process would, then
+takes its disjoint share (positions ``rank::world_size``); ``batch_size`` is the global batch,
+``batch_size / world_size`` per rank, so steps per epoch and the LR schedule do not change with
+the number of processes. Each rank augments its share with its own generator seeded by
+(seed, epoch, rank). Rank 0 alone logs, draws progress bars, validates (and broadcasts the
+result, so every rank takes the same early-stop decision), writes the run folder and calibrates.
+A process started without torchrun runs exactly the single-process code path.
 """
 
 from __future__ import annotations
@@ -24,9 +33,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from lggseg import atomic, metrics, runtime
+from lggseg import atomic, distributed, metrics, runtime
 from lggseg.config import TrainConfig, config_from_dict, dump_config
 from lggseg.dataset import Volume, index_dataset, load_volume
+from lggseg.distributed import Dist
 from lggseg.errors import LggsegError
 from lggseg.losses import dice_bce_loss
 from lggseg.model import UNet
@@ -84,7 +94,26 @@ def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def load_split_volumes(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[FoldSplit, list[Volume], list[Volume]]:
+@dataclass
+class StepInfo:
+    """What a ``step_callback`` sees on each rank after the backward pass, before the optimizer step.
+
+    indices: ``(b,)`` slice-bank indices of this rank's samples; x: ``(b, 3, 256, 256)`` network
+    input; y: ``(b, 1, 256, 256)`` target; loss: this rank's scalar loss; model: the U-Net (not the
+    DDP wrapper), whose ``.grad`` already holds the gradient averaged over all ranks.
+    """
+
+    epoch: int
+    step: int
+    rank: int
+    indices: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    loss: torch.Tensor
+    model: torch.nn.Module
+
+
+def load_split_volumes(cfg: TrainConfig, log: Callable[[str], None], show_progress: bool = True) -> tuple[FoldSplit, list[Volume], list[Volume]]:
     """Index the data, split it for the fold, and load train + validation volumes into RAM."""
     index = index_dataset(cfg.data)
     for problem in index.problems:
@@ -100,8 +129,9 @@ def load_split_volumes(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[Fo
     )
     from lggseg.progress import track
 
+    names = train_names + list(split.validation)
     volumes = {}
-    for name in track(train_names + list(split.validation), description="loading slices"):
+    for name in track(names, description="loading slices") if show_progress else names:
         volume = load_volume(named[name])
         if volume.masks is None:
             raise LggsegError(f"{named[name].folder}: training patients need a mask for every slice")
@@ -167,36 +197,66 @@ def validate(model: UNet, volumes: list[Volume], device: torch.device, bf16: boo
     return {"val_loss": float(np.mean(losses)), "val_dice": float(np.mean(dices)), "val_iou": float(np.mean(ious))}
 
 
-def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = print, stop_after_epochs: int | None = None) -> Path:
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    stop_after_epochs: int | None = None,
+    step_callback: Callable[[StepInfo], None] | None = None,
+) -> Path:
     """Train a U-Net for ``cfg.fold`` and return the run folder.
 
     With ``resume=True`` the run folder's state is loaded and training continues from the
     epoch after the last completed one (``cfg.epochs`` may be raised to train longer).
+    Under torchrun (or :func:`lggseg.distributed.launch`) this process joins the process group
+    and trains its share with DDP; ``log`` is then only called on rank 0.
+    ``step_callback`` (tests, diagnostics) is called on every rank after each backward pass.
     """
+    with distributed.process_group(cfg.device) as (dist, device):
+        return _train(cfg, dist, device, resume, log if dist.is_main else _quiet, stop_after_epochs, step_callback)
+
+
+def _train(
+    cfg: TrainConfig,
+    dist: Dist,
+    device: torch.device,
+    resume: bool,
+    log: Callable[[str], None],
+    stop_after_epochs: int | None,
+    step_callback: Callable[[StepInfo], None] | None,
+) -> Path:
+    """The body of :func:`train` for one rank (``dist`` is rank 0 of 1 without torchrun)."""
     runtime.tune_malloc()
+    local_batch = distributed.local_batch_size(cfg.batch_size, dist)  # == cfg.batch_size alone
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    elif dist.enabled:
+        torch.set_num_threads(distributed.threads_per_rank(dist))
     run = Path(cfg.out)
-    device = runtime.pick_device(cfg.device)
     bf16 = runtime.use_bf16(device, cfg.bf16)
     torch.manual_seed(cfg.seed)
-    model = runtime.prepare_model(UNet(cfg.model), device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    unet = runtime.prepare_model(UNet(cfg.model), device)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     checkpoints = Checkpointer(run)
     history: list[dict[str, Any]] = []
     start_epoch, best_dice, best_epoch = 0, -1.0, -1
     if resume:
-        state = checkpoints.load(model, optimizer)
+        state = checkpoints.load(unet, optimizer)
         start_epoch, best_dice, best_epoch = state["epoch"] + 1, state["best_val_dice"], state["best_epoch"]
         history = state["history"]
         log(f"resuming {run} after epoch {state['epoch'] + 1} (best validation Dice {best_dice:.4f} at epoch {best_epoch + 1})")
-    run.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(run / "config.yaml", dump_config(cfg))
+    model = distributed.wrap_model(unet, dist, device, cfg.sync_bn)  # DDP in a process group, else unet
+    if dist.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(run / "config.yaml", dump_config(cfg))
 
-    split, train_volumes, val_volumes = load_split_volumes(cfg, log)
-    atomic.write_text(run / "split.json", json.dumps({"fold": split.fold, "train": [v.name for v in train_volumes], "validation": list(split.validation), "test": list(split.test), "skipped": split.skipped}, indent=1))
+    split, train_volumes, val_volumes = load_split_volumes(cfg, log, show_progress=dist.is_main)
+    if dist.is_main:
+        atomic.write_text(run / "split.json", json.dumps({"fold": split.fold, "train": [v.name for v in train_volumes], "validation": list(split.validation), "test": list(split.test), "skipped": split.skipped}, indent=1))
     bank = SliceBank.from_volumes(train_volumes)
     log(f"{len(bank)} training slices ({len(bank.tumor)} with tumor) cached in RAM; device {device}, bf16 {bf16}")
+    if dist.enabled:
+        log(f"distributed: {dist.world_size} process(es), global batch {cfg.batch_size} = {local_batch} per process, sync_bn {cfg.sync_bn}")
     steps_per_epoch = cfg.samples_per_epoch // cfg.batch_size
 
     interrupted = {"flag": False}
@@ -207,34 +267,37 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         signal.signal(signal.SIGINT, previous)
 
     previous = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
-    from lggseg.progress import make_progress
 
     epochs_done = 0
     try:
         for epoch in range(start_epoch, cfg.epochs):
             began = time.perf_counter()
             generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            torch.manual_seed(cfg.seed * 7_919 + epoch)
+            torch.manual_seed(cfg.seed * 7_919 + epoch + 104_729 * dist.rank)
             order = draw_epoch(bank, steps_per_epoch * cfg.batch_size, cfg.fg_fraction, generator)
+            mine = distributed.shard(order, dist)  # this rank's share; all of ``order`` alone
+            augment_generator = generator if dist.world_size == 1 else distributed.rank_generator(cfg.seed * 100_003 + epoch, dist)
             model.train()
             sums = {"loss": 0.0, "inter": 0.0, "total": 0.0, "union": 0.0}
-            with make_progress(transient=True) as bar:
+            with _progress_bar(show=dist.is_main) as bar:
                 task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, info="")
                 for step in range(steps_per_epoch):
                     lr = learning_rate(cfg, epoch * steps_per_epoch + step, steps_per_epoch)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
-                    idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                    idx = mine[step * local_batch : (step + 1) * local_batch]
                     raw = bank.images[idx].permute(0, 3, 1, 2).float()
                     target = bank.masks[idx][:, None].float()
-                    x, y = augment(raw, target, bank.stats[idx], cfg.augment, generator)
+                    x, y = augment(raw, target, bank.stats[idx], cfg.augment, augment_generator)
                     x = x.to(device).contiguous(memory_format=torch.channels_last)
                     y = y.to(device)
                     with runtime.autocast(device, bf16):
                         logits = model(x)
                     loss = dice_bce_loss(logits, y, cfg.bce_weight)
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    loss.backward()  # DDP averages the gradients over the ranks here
+                    if step_callback is not None:
+                        step_callback(StepInfo(epoch, step, dist.rank, idx, x, y, loss.detach(), unet))
                     optimizer.step()
                     with torch.no_grad():
                         hard = (logits.float() > 0).float()
@@ -245,11 +308,13 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
                     sums["union"] += total - inter
                     dice_so_far = 2 * sums["inter"] / max(sums["total"], 1.0)
                     bar.update(task, advance=1, info=f"loss {sums['loss'] / (step + 1):.4f}  dice {dice_so_far:.3f}")
-            val = validate(model, val_volumes, device, bf16, cfg.bce_weight)
+            sums = distributed.all_reduce_sums(sums, dist)  # totals over all ranks (unchanged alone)
+            val = validate(unet, val_volumes, device, bf16, cfg.bce_weight) if dist.is_main else None
+            val = distributed.broadcast_object(val, dist)  # every rank takes the same decisions
             row = {
                 "epoch": epoch + 1,
                 "lr": lr,
-                "train_loss": sums["loss"] / steps_per_epoch,
+                "train_loss": sums["loss"] / (steps_per_epoch * dist.world_size),
                 "train_dice": 2 * sums["inter"] / max(sums["total"], 1.0),
                 "train_iou": sums["inter"] / max(sums["union"], 1.0),
                 **val,
@@ -260,18 +325,19 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
             if improved:
                 best_dice, best_epoch = row["val_dice"], epoch
             state = {"epoch": epoch, "best_val_dice": best_dice, "best_epoch": best_epoch, "last_val_dice": row["val_dice"], "history": history, "config": cfg.to_dict()}
-            checkpoints.save(model, optimizer, state, best=improved)
-            write_log(run, history)
+            if dist.is_main:
+                checkpoints.save(unet, optimizer, state, best=improved)
+                write_log(run, history)
             log(
                 f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f} train Dice {row['train_dice']:.3f} | "
                 f"val loss {row['val_loss']:.4f} per-patient Dice {row['val_dice']:.4f} IoU {row['val_iou']:.4f}"
                 f"{' (best)' if improved else ''} | {row['seconds']:.0f} s"
             )
             epochs_done += 1
-            if interrupted["flag"]:
+            if distributed.any_rank(interrupted["flag"], dist):
                 log(f"stopped after epoch {epoch + 1}; resume with --resume {run}")
                 return run
-            if cfg.patience and epoch - best_epoch >= cfg.patience:
+            if stops_early(cfg, epoch, best_epoch):
                 log(f"early stop: no validation improvement for {cfg.patience} epochs")
                 break
             if stop_after_epochs is not None and epochs_done >= stop_after_epochs:
@@ -279,11 +345,41 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    if cfg.calibrate:
+    if cfg.calibrate and dist.is_main:
         from lggseg.calibrate import calibrate_run
 
         calibrate_run(run, val_volumes, log)
     return run
+
+
+def stops_early(cfg: TrainConfig, epoch: int, best_epoch: int) -> bool:
+    """The early-stop rule: ``patience`` epochs without a validation improvement (0 = never)."""
+    return bool(cfg.patience) and epoch - best_epoch >= cfg.patience
+
+
+def run_finished(run: str | Path) -> bool:
+    """True when a run folder's training ended by its own rule (all epochs, or early stop) and,
+    if its config asks for calibration, was calibrated. An interrupted run is not finished."""
+    run = Path(run)
+    if not (run / "state.json").exists() or not (run / "best.safetensors").exists():
+        return False
+    state = json.loads((run / "state.json").read_text())
+    cfg = config_from_dict(state["config"], str(run / "state.json"))
+    ended = state["epoch"] + 1 >= cfg.epochs or stops_early(cfg, state["epoch"], state["best_epoch"])
+    return ended and (not cfg.calibrate or (run / "calibration.json").exists())
+
+
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0: says nothing."""
+
+
+def _progress_bar(show: bool) -> Any:
+    """The epoch's progress bar; ranks other than 0 get a disabled one (Rich's ``disable``)."""
+    from lggseg.progress import make_progress
+
+    bar = make_progress(transient=True)
+    bar.disable = not show
+    return bar
 
 
 def _main_thread() -> bool:

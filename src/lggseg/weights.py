@@ -60,7 +60,7 @@ def save_weights(
     info: dict[str, Any] | None = None,
 ) -> None:
     """Atomically write ``model`` (a :class:`UNet`) with its metadata as safetensors."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     unet = getattr(model, "module", model)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in unet.state_dict().items()}
@@ -71,8 +71,9 @@ def save_weights(
         "tta": tta,
         "info": json.dumps(info or {}),
     }
+    data = save(tensors, metadata=metadata)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.write_bytes(data)  # not save_file: it recreates the file with mode 0600, unreadable to others
 
 
 def shipped_weights_path() -> Path:
@@ -82,7 +83,14 @@ def shipped_weights_path() -> Path:
 
 def shipped_sha256() -> str:
     """The SHA-256 recorded for the shipped model when it was committed."""
-    return resources.files("lggseg").joinpath("weights", SHIPPED_NAME + ".sha256").read_text().split()[0]
+    name = SHIPPED_NAME + ".sha256"
+    try:
+        fields = resources.files("lggseg").joinpath("weights", name).read_text().split()
+    except OSError:
+        fields = []
+    if not fields or len(fields[0]) != 64:
+        raise LggsegError(f"the shipped model's recorded hash ({name}) is missing or malformed; the installation is damaged")
+    return fields[0].lower()
 
 
 def resolve_weights(path: str | Path | None) -> tuple[Path, str | None]:
@@ -107,6 +115,14 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     """Read tensors and metadata; any non-safetensors content is refused, never unpickled."""
     from safetensors import safe_open
 
+    with open(path, "rb") as handle:
+        head = handle.read(9)  # safetensors: 8-byte header length, then the JSON header's "{"
+    pickle_like = head.startswith(b"PK\x03\x04") or head[:1] in (b"\x80", b"(", b"c", b"]", b"}")
+    if pickle_like and head[8:9] != b"{":
+        raise LggsegError(
+            f"{path}: looks like a PyTorch/pickle checkpoint, not safetensors; lggseg never unpickles model files "
+            "(unpickling can run code). Convert it with safetensors.torch.save_file in a trusted environment"
+        )
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
