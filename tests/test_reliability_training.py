@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -193,15 +194,16 @@ def test_sigkill_at_a_random_point_then_resume_ends_bit_identical(setup, referen
 def test_sigint_finishes_the_epoch_and_leaves_a_resumable_checkpoint(setup, reference):
     run, process, watcher = _new_run(setup, "interrupted")
     watcher.wait_for(lambda s: s["epoch"] >= 0, "the first checkpoint")
-    process.send_signal(signal.SIGINT)  # during epoch 2
+    process.send_signal(signal.SIGINT)  # while epoch 1 writes its log and curves, or early in epoch 2
     code = watcher.finish()
     output = (setup["root"] / "interrupted.log").read_text()
     assert code == 0, output
     assert "interrupt: finishing this epoch's checkpoint" in output
-    assert f"stopped after epoch 2; resume with --resume {run}" in output
+    stopped = re.search(rf"stopped after epoch (\d+); resume with --resume {re.escape(str(run))}", output)
+    assert stopped and int(stopped[1]) < EPOCHS, output
     assert "Traceback" not in output
     state = _assert_checkpoint_loads(run)
-    assert state["epoch"] == 1 and len(state["history"]) == 2
+    assert state["epoch"] == int(stopped[1]) - 1 and len(state["history"]) == int(stopped[1])
     assert _temp_files(run) == []
 
     _resume(setup, run, "interrupted-resume")
@@ -218,7 +220,7 @@ def test_second_sigint_aborts_at_once_and_keeps_the_last_checkpoint(setup):
     code = watcher.finish()
     output = (setup["root"] / "aborted.log").read_text()
     assert code == 130, output
-    assert output.strip().splitlines()[-1] == "interrupted" and "Traceback" not in output
+    assert "interrupted" in output.splitlines() and "Traceback" not in output
     state = _assert_checkpoint_loads(run)
     assert state["epoch"] in (0, 1)
     assert _temp_files(run) == []

@@ -228,6 +228,7 @@ def launch(nproc: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Non
         raise LggsegError(f"--nproc must be >= 1, got {nproc}")
     if launched_by_torchrun():
         raise LggsegError("--nproc starts its own worker processes; do not combine it with torchrun")
+    import logging
     import multiprocessing
 
     import torch.multiprocessing as tmp
@@ -235,6 +236,9 @@ def launch(nproc: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Non
     errors = multiprocessing.get_context("spawn").SimpleQueue()
     port = free_port()
     context = tmp.start_processes(_worker, args=(nproc, port, errors, fn, args, kwargs), nprocs=nproc, join=False, start_method="spawn")
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")  # says "Terminating process ..." when a worker fails
+    level = spawn_log.level
+    spawn_log.setLevel(logging.ERROR)
     try:
         interrupts = 0
         while True:
@@ -251,6 +255,7 @@ def launch(nproc: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Non
             raise LggsegError(errors.get()) from None
         raise
     finally:
+        spawn_log.setLevel(level)
         for process in context.processes:
             if process.is_alive():
                 process.terminate()

@@ -30,7 +30,7 @@ def select_patients(data: str | Path, fold: int | None) -> tuple[list, dict[str,
     named = index.by_name()
     if fold is None:
         return index.patients, {"selection": "all patient folders", "skipped": 0}
-    split = split_for_fold(sorted(named), fold, n_validation=1)
+    split = split_for_fold(sorted(named), fold, n_validation=0)
     if not split.test:
         raise LggsegError(f"{index.root}: no patient of fold {fold} is present")
     return [named[n] for n in split.test], {"selection": f"test patients of canonical fold {fold}", "skipped": split.skipped}

@@ -432,11 +432,17 @@ def image_size(data: bytes, label: str) -> tuple[int, int]:
 
             with tifffile.TiffFile(io.BytesIO(data)) as tif:
                 page = tif.pages[0]
-                return int(page.imagewidth), int(page.imagelength)
+                width, height = int(page.imagewidth), int(page.imagelength)
+                values = int(np.prod(page.shape, dtype=np.float64))
+            if values > 4 * width * height:
+                reject(413, f"{label}: image holds {values} values for {width}x{height} pixels (more than 4 per pixel)")
+            return width, height
         from PIL import Image
 
         with Image.open(io.BytesIO(data)) as img:
             return img.size
+    except HTTPException:
+        raise
     except Exception as exc:  # decoders raise many types for corrupt headers
         if type(exc).__name__ == "DecompressionBombError":
             reject(413, f"{label}: image dimensions too large (decompression bomb guard)")
@@ -809,7 +815,7 @@ class Service:
             reject(422, relabel(str(exc), folder, ""))
         result_id = self.store.put(cases)
         base = f"/api/v1/results/{result_id}"
-        out = [self._case_out(case, position, base, include_images, folder) for position, case in enumerate(cases)]
+        out = [self._case_out(case, position, base, include_images) for position, case in enumerate(cases)]
         return SegmentOut(
             result_id=result_id,
             model_sha256=self.segmenter.bundle.sha256,
@@ -821,7 +827,7 @@ class Service:
         )
 
     @staticmethod
-    def _case_out(case: Case, position: int, base: str, include_images: bool, folder: Path) -> CaseOut:
+    def _case_out(case: Case, position: int, base: str, include_images: bool) -> CaseOut:
         mask = case.mask
         assert mask is not None
         areas = mask.reshape(len(mask), -1).sum(1)

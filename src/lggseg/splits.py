@@ -71,7 +71,7 @@ def split_for_fold(available: list[str], fold: int, n_validation: int, seed: int
     pool = sorted(by_key[patient_key(p)] for k, f in enumerate(folds) if k != fold for p in f if patient_key(p) in by_key)
     skipped = sum(1 for f in folds for p in f if patient_key(p) not in by_key)
     unknown = tuple(sorted(name for key, name in by_key.items() if key not in known))
-    if n_validation >= len(pool):
+    if n_validation and n_validation >= len(pool):
         raise LggsegError(f"fold {fold}: {len(pool)} training patients are too few for {n_validation} validation patients")
     rng = random.Random(seed)
     by_institution: dict[str, list[str]] = {}
