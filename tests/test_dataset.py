@@ -82,3 +82,11 @@ def test_bad_file_in_load_names_the_file(tiny_dataset: Path):
     bad.write_bytes(bad.read_bytes()[:300])
     with pytest.raises(LggsegError, match=f"{bad.name}: cannot decode"):
         load_volume(index_dataset(patient).patients[0])
+
+
+@pytest.mark.full_data
+def test_full_data_check_counts(full_data):
+    report = check_dataset(full_data)
+    assert (report.n_patients, report.n_slices, report.n_tumor_slices) == (100, 3341, 1215)
+    assert report.institutions == {"CS": 16, "DU": 39, "EZ": 1, "FG": 11, "HT": 33}
+    assert report.problems == []

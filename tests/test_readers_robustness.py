@@ -315,6 +315,20 @@ def test_non_image_files_get_a_clear_error(tmp_path, name, data, message):
         read_image(path)
 
 
+def test_control_characters_in_a_file_name_keep_the_error_on_one_line(tmp_path):
+    path = tmp_path / "evil\nname_1.tif"
+    path.write_bytes(b"junk")
+    with pytest.raises(LggsegError) as info:
+        read_image(path)
+    assert "\n" not in str(info.value) and "evil\\nname_1.tif: not a TIFF, PNG or JPEG image" in str(info.value)
+    patient = tmp_path / "P"
+    patient.mkdir()
+    (patient / "P_1.png").write_bytes(_png(RGB))
+    (patient / "P_2.tif\n").write_bytes(b"junk")
+    problems = index_dataset(patient).problems
+    assert len(problems) == 1 and "\n" not in problems[0] and "P_2.tif\\n: not a slice file name" in problems[0]
+
+
 def test_a_folder_where_a_file_is_expected(tmp_path):
     (tmp_path / "x_1.tif").mkdir()
     with pytest.raises(LggsegError, match="is a folder, expected an image file"):

@@ -145,6 +145,17 @@ def _resume(setup, run: Path, name: str) -> str:
     return text
 
 
+def _wait_for_output(log: Path, text: str, watcher: RunWatcher) -> None:
+    """Wait until the training process has printed ``text`` (polling its state meanwhile)."""
+    deadline = time.monotonic() + TIMEOUT
+    while text not in log.read_text():
+        watcher.state()
+        if watcher.process.poll() is not None:
+            raise AssertionError(f"training exited ({watcher.process.returncode}) before printing {text!r}")
+        assert time.monotonic() < deadline, f"timed out waiting for {text!r}"
+        time.sleep(0.02)
+
+
 def _temp_files(run: Path) -> list[str]:
     return sorted(p.name for p in run.iterdir() if p.name.startswith("."))
 
@@ -193,8 +204,8 @@ def test_sigkill_at_a_random_point_then_resume_ends_bit_identical(setup, referen
 
 def test_sigint_finishes_the_epoch_and_leaves_a_resumable_checkpoint(setup, reference):
     run, process, watcher = _new_run(setup, "interrupted")
-    watcher.wait_for(lambda s: s["epoch"] >= 0, "the first checkpoint")
-    process.send_signal(signal.SIGINT)  # while epoch 1 writes its log and curves, or early in epoch 2
+    _wait_for_output(setup["root"] / "interrupted.log", f"epoch 1/{EPOCHS}: loss", watcher)
+    process.send_signal(signal.SIGINT)  # early in epoch 2 (or just before epoch 1's last check)
     code = watcher.finish()
     output = (setup["root"] / "interrupted.log").read_text()
     assert code == 0, output
@@ -213,9 +224,10 @@ def test_sigint_finishes_the_epoch_and_leaves_a_resumable_checkpoint(setup, refe
 
 def test_second_sigint_aborts_at_once_and_keeps_the_last_checkpoint(setup):
     run, process, watcher = _new_run(setup, "aborted")
-    watcher.wait_for(lambda s: s["epoch"] >= 0, "the first checkpoint")
+    log = setup["root"] / "aborted.log"
+    _wait_for_output(log, f"epoch 1/{EPOCHS}: loss", watcher)
     process.send_signal(signal.SIGINT)
-    time.sleep(0.2)
+    _wait_for_output(log, "press Ctrl-C again to abort", watcher)  # the first one was handled
     process.send_signal(signal.SIGINT)
     code = watcher.finish()
     output = (setup["root"] / "aborted.log").read_text()

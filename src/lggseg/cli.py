@@ -172,13 +172,13 @@ def export(
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (loopback by default; anything else is reachable from other machines)"),
-    port: int = typer.Option(8000, "--port", help="TCP port"),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port"),
     weights: Optional[Path] = typer.Option(None, "--weights", help="weights file or run folder (default: shipped model)"),
     runtime: str = typer.Option("torch", "--runtime", help=RUNTIME_HELP),
     max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", help="largest request body in MB (2^20 bytes)"),
-    max_image_side: int = typer.Option(2048, "--max-image-side", help="largest slice width or height in pixels"),
-    workers: int = typer.Option(1, "--workers", help="requests segmented at the same time"),
-    queue: int = typer.Option(16, "--queue", help="requests allowed to wait; more get 503"),
+    max_image_side: int = typer.Option(2048, "--max-image-side", min=1, help="largest slice width or height in pixels"),
+    workers: int = typer.Option(1, "--workers", min=1, help="requests segmented at the same time"),
+    queue: int = typer.Option(16, "--queue", min=0, help="requests allowed to wait; more get 503"),
 ) -> None:
     """Web page and HTTP API (FastAPI + uvicorn): open http://127.0.0.1:8000/ in a browser."""
     from lggseg.server import ServerLimits, serve as run_server

@@ -22,12 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from lggseg.errors import LggsegError
-from lggseg.readers import read_image, read_mask
+from lggseg.readers import display_path, read_image, read_mask
 
 GRID = 256
 """Side of the square grid the model works on (the data set's native slice size)."""
 
-SLICE_NAME = re.compile(r"^(?P<prefix>.+?)_(?P<number>\d+)(?P<mask>_mask)?\.(?:tif|tiff|png)$", re.IGNORECASE)
+SLICE_NAME = re.compile(r"^(?P<prefix>.+?)_(?P<number>\d+)(?P<mask>_mask)?\.(?:tif|tiff|png)\Z", re.IGNORECASE)
+r"""``<patient>_<n>.tif`` / ``<patient>_<n>_mask.tif`` (also .tiff, .png; any case). ``\Z``, not ``$``:
+a name ending in a newline is not a slice."""
 _IGNORED_SUFFIXES = {".csv", ".md", ".txt", ".tsv", ".json"}
 
 
@@ -99,9 +101,9 @@ def resolve_root(root: str | Path) -> Path:
     """Return the folder holding the patient folders (accepts the parent of ``kaggle_3m``)."""
     root = Path(root)
     if not root.exists():
-        raise LggsegError(f"{root}: no such folder")
+        raise LggsegError(f"{display_path(root)}: no such folder")
     if not root.is_dir():
-        raise LggsegError(f"{root}: not a folder")
+        raise LggsegError(f"{display_path(root)}: not a folder")
     nested = root / "kaggle_3m"
     return nested if nested.is_dir() else root
 
@@ -115,26 +117,26 @@ def index_patient(folder: Path, problems: list[str]) -> PatientFiles | None:
             continue
         match = SLICE_NAME.match(path.name)
         if not match:
-            problems.append(f"{path}: not a slice file name (<patient>_<n>.tif or <patient>_<n>_mask.tif), skipped")
+            problems.append(f"{display_path(path)}: not a slice file name (<patient>_<n>.tif or <patient>_<n>_mask.tif), skipped")
             continue
         number = int(match["number"])
         target = masks if match["mask"] else images
         if number in target:
-            problems.append(f"{path}: duplicate slice number {number}, skipped")
+            problems.append(f"{display_path(path)}: duplicate slice number {number}, skipped")
             continue
         target[number] = path
     for number in sorted(set(masks) - set(images)):
-        problems.append(f"{masks[number]}: mask without an image, skipped")
+        problems.append(f"{display_path(masks[number])}: mask without an image, skipped")
     if not images:
         return None
     slices = tuple(SliceFiles(n, images[n], masks.get(n)) for n in sorted(images))
     with_mask = sum(s.mask is not None for s in slices)
     if 0 < with_mask < len(slices):
         missing = [s.image.name for s in slices if s.mask is None]
-        problems.append(f"{folder}: {len(missing)} image(s) without a mask, e.g. {missing[0]}")
+        problems.append(f"{display_path(folder)}: {len(missing)} image(s) without a mask, e.g. {display_path(missing[0])}")
     numbers = [s.number for s in slices]
     if numbers != list(range(numbers[0], numbers[0] + len(numbers))):
-        problems.append(f"{folder}: slice numbers are not contiguous ({numbers[0]}..{numbers[-1]}, {len(numbers)} slices)")
+        problems.append(f"{display_path(folder)}: slice numbers are not contiguous ({numbers[0]}..{numbers[-1]}, {len(numbers)} slices)")
     return PatientFiles(folder.name, folder, slices)
 
 
@@ -148,11 +150,11 @@ def index_dataset(root: str | Path) -> DatasetIndex:
     for folder in folders:
         patient = index_patient(folder, problems)
         if patient is None:
-            problems.append(f"{folder}: no slice images, skipped")
+            problems.append(f"{display_path(folder)}: no slice images, skipped")
         else:
             patients.append(patient)
     if not patients:
-        raise LggsegError(f"{root}: no patient folders with slice images found")
+        raise LggsegError(f"{display_path(root)}: no patient folders with slice images found")
     return DatasetIndex(root, patients, problems)
 
 
@@ -177,7 +179,7 @@ def load_volume(patient: PatientFiles, with_masks: bool = True) -> Volume:
         image = read_image(item.image)
         mask = read_mask(item.mask) if use_masks and item.mask is not None else None
         if mask is not None and mask.shape != image.shape[:2]:
-            raise LggsegError(f"{item.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}")
+            raise LggsegError(f"{display_path(item.mask)}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}")
         image, mask = fit_to_grid(image, mask)
         images[i] = image
         if masks is not None and mask is not None:
@@ -227,7 +229,7 @@ def check_dataset(root: str | Path, progress: bool = False) -> CheckReport:
             problems.append(str(exc))
             continue
         if mask.shape != image.shape[:2]:
-            problems.append(f"{item.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}")
+            problems.append(f"{display_path(item.mask)}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}")
             continue
         if mask.any():
             n_tumor += 1

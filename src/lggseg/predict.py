@@ -35,7 +35,7 @@ from lggseg import atomic, metrics, nifti, plots, postprocess
 from lggseg.dataset import GRID, SLICE_NAME, PatientFiles, fit_to_grid, index_dataset, load_volume
 from lggseg.errors import LggsegError
 from lggseg.inference import Segmenter
-from lggseg.readers import read_image, read_mask
+from lggseg.readers import display_path, read_image, read_mask
 
 SUMMARY_FIELDS = ["case", "slice", "source", "tumor_area_px", "case_tumor_volume_voxels", "case_tumor_slices", "case_dice"]
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -97,7 +97,7 @@ def predict_patient(segmenter: Segmenter, folder: Path, out: Path) -> CaseResult
     """A patient folder: slices in order -> PNGs + NIfTI; Dice if masks are present."""
     index = index_dataset(folder)
     if len(index.patients) != 1:
-        raise LggsegError(f"{folder}: expected one patient folder")
+        raise LggsegError(f"{display_path(folder)}: expected one patient folder")
     patient = index.patients[0]
     images, truth = _load_native(patient)
     if images is None:  # slices of different sizes: work on the model grid
@@ -131,7 +131,7 @@ def _load_native(patient: PatientFiles) -> tuple[np.ndarray | None, np.ndarray |
         for item, image in zip(patient.slices, images):
             mask = read_mask(item.mask)
             if mask.shape != image.shape[:2]:
-                raise LggsegError(f"{item.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}")
+                raise LggsegError(f"{display_path(item.mask)}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}")
             masks.append(mask)
         truth = np.stack(masks)
     return np.stack(images), truth
@@ -162,7 +162,7 @@ def expand_inputs(inputs: list[str | Path]) -> tuple[list[tuple[str, Path]], lis
     failures: list[str] = []
     for item in map(Path, inputs):
         if not item.exists():
-            failures.append(f"{item}: no such file or folder")
+            failures.append(f"{display_path(item)}: no such file or folder")
         elif item.is_file():
             if nifti.is_nifti(item):
                 jobs.append(("nifti", item))
@@ -170,7 +170,7 @@ def expand_inputs(inputs: list[str | Path]) -> tuple[list[tuple[str, Path]], lis
                 if not item.stem.endswith("_mask"):
                     jobs.append(("slice", item))
             else:
-                failures.append(f"{item}: not a slice image (.tif/.png/.jpg) or NIfTI volume (.nii/.nii.gz)")
+                failures.append(f"{display_path(item)}: not a slice image (.tif/.png/.jpg) or NIfTI volume (.nii/.nii.gz)")
         else:
             files = sorted(p for p in item.iterdir() if p.is_file() and not p.name.startswith("."))
             if any(SLICE_NAME.match(p.name) for p in files):
@@ -181,7 +181,7 @@ def expand_inputs(inputs: list[str | Path]) -> tuple[list[tuple[str, Path]], lis
                 loose = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith("_mask")]
                 found = [("patient", p) for p in subfolders] + [("nifti", p) for p in volumes] + [("slice", p) for p in loose]
                 if not found:
-                    failures.append(f"{item}: no slice images, patient folders or NIfTI volumes inside")
+                    failures.append(f"{display_path(item)}: no slice images, patient folders or NIfTI volumes inside")
                 jobs += found
     return jobs, failures
 

@@ -72,6 +72,14 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+def display_path(path: str | Path) -> str:
+    """A path for a one-line message: control characters (a newline in a file name) escaped."""
+    text = str(path)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -221,20 +229,20 @@ def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise LggsegError(f"{path}: no such file") from None
+        raise LggsegError(f"{display_path(path)}: no such file") from None
     except IsADirectoryError:
-        raise LggsegError(f"{path}: is a folder, expected an image file") from None
+        raise LggsegError(f"{display_path(path)}: is a folder, expected an image file") from None
     except OSError as exc:
-        raise LggsegError(f"{path}: cannot read ({exc.strerror or _reason(exc)})") from None
+        raise LggsegError(f"{display_path(path)}: cannot read ({exc.strerror or _reason(exc)})") from None
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read an MRI slice file as ``(H, W, 3)`` uint8."""
     path = Path(path)
-    return image_from_bytes(_read(path), str(path))
+    return image_from_bytes(_read(path), display_path(path))
 
 
 def read_mask(path: str | Path) -> np.ndarray:
     """Read a mask file as ``(H, W)`` bool."""
     path = Path(path)
-    return mask_from_bytes(_read(path), str(path))
+    return mask_from_bytes(_read(path), display_path(path))

@@ -11,8 +11,8 @@ Endpoints (the OpenAPI page at ``/docs`` documents them, with the JSON schemas):
     sorted by ``n``, normalised together and post-processed in 3D, exactly like a patient
     folder. A ``<patient>_<n>_mask.tif`` beside its image is taken as ground truth (Dice is
     reported). Any other slice is a case of its own, normalised with its own statistics.
-  - a zip of a patient folder (or of several, kaggle_3m layout). Its slices are put on the
-    model's 256x256 grid as by ``lggseg predict``; masks inside give a Dice.
+  - a zip of a patient folder (or of several, kaggle_3m layout), read as ``lggseg predict``
+    reads a folder (its own grid when all slices share a size); masks inside give a Dice.
   - a NIfTI volume (``.nii`` / ``.nii.gz``), read with lggseg's axis convention.
 
   The type of every file is decided by its content, never by its name. The JSON answer holds,
@@ -68,6 +68,7 @@ from lggseg import __version__, metrics, nifti, plots
 from lggseg.dataset import SLICE_NAME, index_dataset, load_volume
 from lggseg.errors import LggsegError
 from lggseg.inference import Segmenter
+from lggseg.predict import _load_native as load_native  # the rule of `lggseg predict` for a patient folder
 from lggseg.predict import segment_any_size
 from lggseg.readers import image_from_bytes, mask_from_bytes, sniff_format
 
@@ -613,7 +614,7 @@ def slice_cases(uploads: list[Upload], budget: Budget, warnings: list[str]) -> l
 
 
 def zip_cases(upload: Upload, folder: Path, limits: ServerLimits, budget: Budget, warnings: list[str]) -> list[Case]:
-    """A zip of one patient folder (or several) -> one case per patient, on the 256 grid."""
+    """A zip of one patient folder (or several) -> one case per patient, read as ``lggseg predict`` does."""
     extract_zip(upload.path, folder, limits, upload.label)
     inside = f"{upload.label}: "
     try:
@@ -629,10 +630,13 @@ def zip_cases(upload: Upload, folder: Path, limits: ServerLimits, budget: Budget
                         label = inside + str(path.relative_to(folder))
                         width, height = image_size(path.read_bytes(), label)
                         budget.check_slice(width, height, label)
-            volume = load_volume(patient)
+            images, truth = load_native(patient)
+            if images is None:  # slices of different sizes: the model grid, as `lggseg predict`
+                volume = load_volume(patient)
+                images, truth = volume.images, volume.masks
             names = [s.image.stem for s in patient.slices]
             sources = [str(s.image.relative_to(folder)) for s in patient.slices]
-            cases.append(Case(name, "patient", volume.images, names, sources, volume.masks))
+            cases.append(Case(name, "patient", images, names, sources, truth))
     except LggsegError as exc:
         raise LggsegError(relabel(str(exc), folder, inside)) from None
     return cases
@@ -1007,8 +1011,8 @@ def create_app(
             "Multipart field `files` (repeat it for several files). Types are recognised by content. "
             "Slices named `<patient>_<n>.<ext>` are grouped per patient into one volume (normalised together, "
             "3D post-processing); `<patient>_<n>_mask.<ext>` files give ground truth and a Dice. Other slices are "
-            "segmented one by one. Masks are on each input's own grid, except zipped patient folders, which are "
-            "put on the 256x256 model grid. Download the masks from the URLs in the answer while the result is kept."
+            "segmented one by one. Masks are on each input's own grid (a zipped patient folder whose slices differ "
+            "in size is put on the 256x256 model grid). Download the masks from the URLs in the answer while the result is kept."
         ),
         response_model=SegmentOut,
         responses=ERRORS,  # type: ignore[arg-type]

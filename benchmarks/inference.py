@@ -1,0 +1,476 @@
+"""Side-by-side CPU inference benchmark (issue 4): the reference U-Net vs our torch and ONNX paths.
+
+In one run, on the same real slices (the bundled 20-slice sample patient), each case runs in its
+own subprocess (so peak RSS is per case and malloc tuning, which is process-wide, cannot leak):
+
+* ``reference``: DESIGN.md's reference model, the classic U-Net with f=32 (7.76 M parameters,
+  random init), run the way peers run it: eager PyTorch, fp32, NCHW, default glibc allocator
+  (no mallopt, GLIBC_TUNABLES removed), batches of 16 for a volume, no TTA;
+* ``torch``: our shipped model through ``Segmenter.from_weights(runtime_name="torch")``;
+* ``onnx``: our shipped model through ``Segmenter.from_weights(runtime_name="onnx")``.
+
+For each: ms/slice at batch 1 (one network call on one slice, median), whole-volume throughput
+(``Segmenter.probabilities`` on the patient: normalisation + the shipped TTA + network, in
+slices/s; also without TTA), peak RSS of the process, and speed ratios against the reference.
+Then the end-to-end wall time of ``lggseg predict`` on the 20-slice patient folder as a whole
+process, and levers (fp32 vs bf16, 1 vs all threads, batch size, ONNX Runtime int8 static QDQ
+quantisation calibrated on *training* patients of the model's fold) with their mean per-patient
+Dice and how many mask voxels change.
+
+    python benchmarks/inference.py                  # full run (minutes)
+    python benchmarks/inference.py --quick          # smoke run
+    python benchmarks/inference.py --json out.json  # also write every number as JSON
+
+``--data`` (default ``../shared/data/lgg/kaggle_3m`` beside the repository) is the full LGG data
+set: its fold test patients are used for Dice and its training patients for int8 calibration.
+Without it, Dice uses the bundled sample (fold-0 *test* patients) and the int8 lever is skipped,
+since calibrating on test patients would leak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "lgg" / "kaggle_3m"
+
+
+# --------------------------------------------------------------------------------------------
+# worker side: one case per process
+# --------------------------------------------------------------------------------------------
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+class ReferenceBackend:
+    """How peers run a U-Net: eager fp32, NCHW, no_grad, default allocator and threads.
+
+    ``(B, 3, H, W)`` float32 -> ``(B, 1, H, W)`` probabilities.
+    """
+
+    def __init__(self, net: Any) -> None:
+        self.net = net
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return torch.sigmoid(self.net(torch.from_numpy(batch))).numpy()
+
+
+def build_segmenter(spec: dict[str, Any]) -> Any:
+    """The Segmenter of a case (see :func:`cases`)."""
+    from lggseg.inference import Segmenter, TorchBackend
+    from lggseg.weights import ModelBundle, load_weights
+
+    if spec["runtime"] == "reference":
+        import torch
+
+        from lggseg.model import UNet, UNetConfig
+        from lggseg.postprocess import PostProcess
+
+        torch.manual_seed(0)
+        net = UNet(UNetConfig(base_width=32, depth=4)).eval()
+        bundle = ModelBundle(net, PostProcess(), "none", {}, "random-init")
+        return Segmenter(bundle, ReferenceBackend(net), batch_size=spec["batch_size"])
+    if spec.get("default"):  # literally the path `lggseg predict --runtime X` takes
+        return Segmenter.from_weights(spec["weights"], spec["runtime"], **({"batch_size": spec["batch_size"]} if spec.get("batch_size") else {}))
+    bundle = load_weights(spec["weights"])
+    if spec["runtime"] == "torch":
+        backend: Any = TorchBackend(bundle, bf16=spec.get("bf16", "auto"), threads=spec.get("threads"))
+    else:
+        from lggseg.onnx_runtime import OnnxBackend
+
+        backend = OnnxBackend(bundle, threads=spec.get("threads"), model=spec.get("onnx_model"))
+    return Segmenter(bundle, backend, batch_size=spec.get("batch_size") or 8)
+
+
+def describe_backend(segmenter: Any) -> dict[str, Any]:
+    import torch
+
+    backend = segmenter.backend
+    info: dict[str, Any] = {"backend": type(backend).__name__, "batch_size": segmenter.batch_size, "tta": segmenter.bundle.tta}
+    if hasattr(backend, "bf16"):
+        info["bf16"] = bool(backend.bf16)
+    if hasattr(backend, "session"):
+        info["threads"] = backend.session.get_session_options().intra_op_num_threads
+    else:
+        info["threads"] = torch.get_num_threads()
+    return info
+
+
+def run_case(spec: dict[str, Any]) -> dict[str, Any]:
+    """Measure one case; returns a JSON-able dict."""
+    import torch
+
+    from lggseg.dataset import index_dataset, load_volume
+    from lggseg.transforms import normalize, volume_stats
+
+    began = time.perf_counter()
+    segmenter = build_segmenter(spec)
+    build_seconds = time.perf_counter() - began
+    volume = load_volume(index_dataset(spec["volume"]).patients[0])
+    images = volume.images
+    x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2).float(), torch.from_numpy(volume_stats(images))).numpy()
+    x = np.ascontiguousarray(x)
+    result: dict[str, Any] = {"name": spec["name"], "build_seconds": build_seconds, "rss_ready_mb": current_rss_mb(), **describe_backend(segmenter)}
+
+    backend = segmenter.backend
+    n_single = min(spec["n_single"], len(x))
+    picks = np.linspace(0, len(x) - 1, n_single).round().astype(int)
+    for i in picks[:2]:  # warm-up: first calls allocate and pick kernels
+        backend(x[i : i + 1])
+    times = []
+    for _ in range(spec["rounds"]):
+        for i in picks:
+            t0 = time.perf_counter()
+            backend(x[i : i + 1])
+            times.append(time.perf_counter() - t0)
+    result["ms_per_slice_b1"] = 1000 * statistics.median(times)
+    result["ms_per_slice_b1_mean"] = 1000 * statistics.fmean(times)
+
+    def volume_rate(seg: Any) -> float:
+        seg.probabilities(images)  # warm-up at this batch shape
+        best = []
+        for _ in range(spec["reps"]):
+            t0 = time.perf_counter()
+            seg.probabilities(images)
+            best.append(time.perf_counter() - t0)
+        return len(images) / statistics.median(best)
+
+    result["n_volume_slices"] = len(images)
+    result["volume_slices_per_s"] = volume_rate(segmenter)
+    if segmenter.bundle.tta != "none":
+        plain = type(segmenter)(dataclasses.replace(segmenter.bundle, tta="none"), backend, segmenter.batch_size)
+        result["volume_slices_per_s_no_tta"] = volume_rate(plain)
+    else:
+        result["volume_slices_per_s_no_tta"] = result["volume_slices_per_s"]
+
+    if spec.get("eval") and spec["runtime"] != "reference":
+        from lggseg import metrics
+
+        dices, masks = {}, {}
+        for folder in spec["eval"]:
+            patient = index_dataset(folder).patients[0]
+            vol = load_volume(patient)
+            mask, _ = segmenter.segment(vol.images)
+            dices[patient.name] = metrics.dice(mask, vol.masks)
+            masks[patient.name] = np.packbits(mask)
+        np.savez_compressed(spec["masks_out"], **masks)
+        result["dice_per_patient"] = dices
+        result["mean_dice"] = float(np.mean(list(dices.values())))
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def quantize_int8(spec: dict[str, Any]) -> dict[str, Any]:
+    """Build an int8 static-QDQ ONNX model calibrated on the given (training) patients' slices."""
+    import onnx
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from lggseg.dataset import index_dataset, load_volume
+    from lggseg.export import build_onnx
+    from lggseg.transforms import normalize, volume_stats
+    from lggseg.weights import load_weights
+
+    began = time.perf_counter()
+    bundle = load_weights(spec["weights"])
+    slices = []
+    for folder in spec["calibration"]:
+        images = load_volume(index_dataset(folder).patients[0], with_masks=False).images
+        x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2).float(), torch.from_numpy(volume_stats(images))).numpy()
+        picks = np.linspace(0, len(x) - 1, spec["slices_per_patient"]).round().astype(int)  # spread along z
+        slices.append(x[picks])
+    calib = np.ascontiguousarray(np.concatenate(slices))
+    batches = [calib[i : i + 8] for i in range(0, len(calib), 8)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.items, None)
+            return None if batch is None else {"image": batch}
+
+    work = Path(spec["out"]).parent
+    fp32, pre = work / "fp32.onnx", work / "fp32_pre.onnx"
+    onnx.save_model(build_onnx(bundle), str(fp32))
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)  # symbolic inference cannot follow the dynamic H/W
+    # ranges are merged every k batches to bound memory; ORT fails when the last group is empty
+    k = next(k for k in range(3, 64) if len(batches) % k)
+    quantize_static(
+        str(pre),
+        spec["out"],
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"CalibMaxIntermediateOutputs": k},
+    )
+    return {"name": "quantize", "seconds": time.perf_counter() - began, "calibration_slices": len(calib), "calibration_patients": [Path(f).name for f in spec["calibration"]]}
+
+
+# --------------------------------------------------------------------------------------------
+# orchestrator
+# --------------------------------------------------------------------------------------------
+
+
+def worker_env() -> dict[str, str]:
+    """Environment of a worker: never a malloc tunable (the reference runs the default allocator;
+    ours tunes malloc itself, in process, as `lggseg` does)."""
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def run_worker(spec: dict[str, Any], log: Any) -> dict[str, Any] | None:
+    """Run one spec in a fresh Python; its last stdout line is the JSON result."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    began = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, env=worker_env())
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        log(f"  {spec['name']}: FAILED (exit {proc.returncode}): {' | '.join(tail)}")
+        return None
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["process_seconds"] = time.perf_counter() - began
+    return result
+
+
+def lggseg_command() -> list[str]:
+    script = Path(sys.executable).with_name("lggseg")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "lggseg"]
+
+
+def time_process(command: list[str], repeats: int) -> tuple[float, list[float]]:
+    """Median wall time of a whole process (start to exit); raises when it fails."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, text=True, env=worker_env())
+        times.append(time.perf_counter() - t0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return statistics.median(times), times
+
+
+def pick_patients(args: argparse.Namespace, fold: int) -> tuple[list[str], list[str], str]:
+    """(eval patients, calibration patients, description). Calibration patients are training
+    patients of ``fold`` only; the bundled sample holds fold-0 test patients."""
+    from lggseg.dataset import index_dataset
+    from lggseg.demo import sample_root
+    from lggseg.splits import split_for_fold
+
+    sample = [str(p.folder) for p in index_dataset(sample_root()).patients]
+    data = Path(args.data)
+    if not data.is_dir():
+        return (sample[:1] if args.quick else sample), [], "bundled sample (no full data: int8 lever skipped)"
+    named = index_dataset(data).by_name()
+    split = split_for_fold(sorted(named), fold, n_validation=1)
+    test = [str(named[n].folder) for n in split.test]
+    train = [str(named[n].folder) for n in split.train]
+    n_cal = 2 if args.quick else args.calib_patients
+    calibration = [train[i] for i in np.linspace(0, len(train) - 1, n_cal).round().astype(int)]
+    if args.quick:
+        return sample[:1], calibration, f"bundled sample patient (quick); int8 calibrated on {n_cal} fold-{fold} training patients"
+    return test, calibration, f"{len(test)} fold-{fold} test patients of {data}; int8 calibrated on {n_cal} fold-{fold} training patients"
+
+
+def cases(args: argparse.Namespace, weights: str, volume: str, eval_patients: list[str], int8: str | None, masks_dir: Path) -> list[dict[str, Any]]:
+    quick = args.quick
+    common = {"weights": weights, "volume": volume, "n_single": 5 if quick else 20, "rounds": 1 if quick else 2, "reps": 1 if quick else 3}
+
+    def case(name: str, **kw: Any) -> dict[str, Any]:
+        spec = {**common, "name": name, "masks_out": str(masks_dir / (re.sub(r"[^a-z0-9]+", "_", name.lower()) + ".npz")), **kw}
+        if spec["runtime"] != "reference":
+            spec["eval"] = eval_patients
+        return spec
+
+    main = [
+        case("reference f=32 eager fp32 NCHW", runtime="reference", batch_size=16),
+        case("ours torch (default)", runtime="torch", default=True),
+        case("ours onnx (default)", runtime="onnx", default=True),
+    ]
+    if args.no_levers:
+        return main
+    levers = [
+        case("ours torch fp32 (bf16 off)", runtime="torch", bf16="off"),
+        case("ours torch 1 thread", runtime="torch", threads=1),
+        case("ours torch batch 16", runtime="torch", batch_size=16),
+        case("ours onnx 1 thread", runtime="onnx", threads=1),
+        case("ours onnx batch 16", runtime="onnx", batch_size=16),
+    ]
+    if int8:
+        levers.append(case("ours onnx int8 QDQ", runtime="onnx", onnx_model=int8))
+    if quick:  # the smoke run keeps one lever of each kind
+        levers = [c for c in levers if "bf16 off" in c["name"] or "int8" in c["name"] or "onnx 1 thread" in c["name"]]
+    return main + levers
+
+
+def mask_differences(results: list[dict[str, Any]], baseline: str) -> None:
+    """Add ``voxels_differing``: mask voxels that differ from the baseline case, over eval patients."""
+    base = next((r for r in results if r["name"] == baseline and "masks_file" in r), None)
+    if base is None:
+        return
+    ref = np.load(base["masks_file"])
+    for r in results:
+        if "masks_file" in r:
+            other = np.load(r["masks_file"])
+            r["voxels_differing_vs_torch_default"] = int(sum(np.unpackbits(ref[k] ^ other[k]).sum() for k in ref.files))
+            r["voxels_total"] = int(sum(len(ref[k]) * 8 for k in ref.files))
+
+
+def print_table(results: list[dict[str, Any]], log: Any) -> None:
+    ref = results[0] if results and results[0]["name"].startswith("reference") else None
+    header = f"{'case':34} {'ms/slice b1':>11} {'x ref':>6} {'vol sl/s':>9} {'x ref':>6} {'no-TTA sl/s':>11} {'x ref':>6} {'peak RSS MB':>11} {'threads':>7} {'bf16':>5} {'batch':>5} {'Dice':>6} {'vox diff':>8}"
+    log(header)
+    log("-" * len(header))
+    for r in results:
+        b1_ratio = f"{ref['ms_per_slice_b1'] / r['ms_per_slice_b1']:.1f}" if ref else "-"
+        vol_ratio = f"{r['volume_slices_per_s'] / ref['volume_slices_per_s']:.1f}" if ref else "-"
+        plain_ratio = f"{r['volume_slices_per_s_no_tta'] / ref['volume_slices_per_s']:.1f}" if ref else "-"
+        dice = f"{r['mean_dice']:.4f}" if "mean_dice" in r else "-"
+        diff = str(r.get("voxels_differing_vs_torch_default", "-"))
+        log(
+            f"{r['name'][:34]:34} {r['ms_per_slice_b1']:11.1f} {b1_ratio:>6} {r['volume_slices_per_s']:9.2f} {vol_ratio:>6} "
+            f"{r['volume_slices_per_s_no_tta']:11.2f} {plain_ratio:>6} {r['peak_rss_mb']:11.0f} {r['threads']:>7} {str(r.get('bf16', '-')):>5} {r['batch_size']:>5} {dice:>6} {diff:>8}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: fewer slices, repeats and levers")
+    parser.add_argument("--weights", default=None, help="weights to benchmark (default: the shipped model)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="full LGG data (fold test patients for Dice, training patients for int8 calibration)")
+    parser.add_argument("--calib-patients", type=int, default=8, help="training patients for int8 calibration (8 slices each)")
+    parser.add_argument("--no-levers", action="store_true", help="only the three headline cases")
+    parser.add_argument("--no-predict", action="store_true", help="skip the end-to-end `lggseg predict` timing")
+    parser.add_argument("--json", default=None, help="write all results to this JSON file")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--quantize", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(run_case(json.loads(args.worker))))
+        return 0
+    if args.quantize:
+        print(json.dumps(quantize_int8(json.loads(args.quantize))))
+        return 0
+
+    sys.path.insert(0, str(REPO / "src"))
+    from lggseg.dataset import index_dataset
+    from lggseg.demo import sample_root
+    from lggseg.weights import load_weights, resolve_weights
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+
+    started = time.perf_counter()
+    source, _ = resolve_weights(args.weights)
+    bundle = load_weights(args.weights)
+    fold = int(bundle.info.get("fold", 0) or 0)
+    patients = index_dataset(sample_root()).patients
+    volume = next(p for p in patients if len(p.slices) == 20) if any(len(p.slices) == 20 for p in patients) else patients[0]
+    eval_patients, calibration, selection = pick_patients(args, fold)
+    log(f"lggseg inference benchmark ({'quick' if args.quick else 'full'}); python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    log(f"weights: {source} (sha256 {bundle.sha256[:12]}, {bundle.config}, tta={bundle.tta})")
+    log(f"volume: {volume.name} ({len(volume.slices)} slices); Dice on: {selection}")
+
+    report: dict[str, Any] = {"quick": args.quick, "weights": str(source), "weights_sha256": bundle.sha256, "volume": volume.name, "selection": selection, "cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory(prefix="lggseg-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        # a private copy of the weights, so the ONNX cache (written next to the weights) is cold
+        # once, measured, and never written into the installed package
+        weights = tmp / "weights" / source.name
+        weights.parent.mkdir()
+        shutil.copy2(source, weights)
+        int8 = None
+        if calibration and not args.no_levers:
+            log(f"quantising to int8 (static QDQ, calibrated on {len(calibration)} training patients) ...")
+            spec = {"weights": str(weights), "calibration": calibration, "slices_per_patient": 8, "out": str(tmp / "int8" / "model_int8.onnx")}
+            (tmp / "int8").mkdir()
+            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--quantize", json.dumps(spec)], capture_output=True, text=True, env=worker_env())
+            if proc.returncode == 0:
+                report["quantize"] = json.loads(proc.stdout.strip().splitlines()[-1])
+                int8 = spec["out"]
+                log(f"  done in {report['quantize']['seconds']:.0f} s")
+            else:
+                log(f"  int8 quantisation FAILED: {' | '.join(proc.stderr.strip().splitlines()[-3:])}")
+        results = []
+        for spec in cases(args, str(weights), str(volume.folder), eval_patients, int8, tmp):
+            log(f"running {spec['name']} ...")
+            result = run_worker(spec, log)
+            if result is not None:
+                if "dice_per_patient" in result:
+                    result["masks_file"] = spec["masks_out"]
+                results.append(result)
+        mask_differences(results, "ours torch (default)")
+        onnx_case = next((r for r in results if r["name"] == "ours onnx (default)"), None)
+        if not args.no_predict:
+            repeats = 1 if args.quick else 3
+            command = lggseg_command()
+            predict: dict[str, Any] = {}
+            help_cmd = command + ["--help"]
+            predict["lggseg --help"] = time_process(help_cmd, repeats)[0]
+            runs = [("torch", command + ["predict", str(volume.folder), "--out", str(tmp / "pred_torch")] + ([] if args.weights is None else ["--weights", str(weights)]))]
+            runs.append(("onnx", command + ["predict", str(volume.folder), "--out", str(tmp / "pred_onnx"), "--weights", str(weights), "--runtime", "onnx"]))
+            for runtime, cmd in runs:
+                try:
+                    seconds, _ = time_process(cmd, repeats)
+                except RuntimeError as exc:
+                    log(f"  predict ({runtime}) FAILED: {exc}")
+                    continue
+                shown = " ".join(["lggseg"] + cmd[len(command) :]).replace(str(volume.folder), f"<sample>/{volume.name}").replace(str(tmp), "<tmp>")
+                predict[shown] = seconds
+            report["process_seconds"] = predict
+
+    log("")
+    log("Per case (each in its own process; 'x ref' = speed-up over the reference in this run):")
+    print_table(results, log)
+    log("  ms/slice b1: one network call on one slice (no TTA), median.  vol sl/s: Segmenter.probabilities on the")
+    log("  whole volume (normalisation + shipped TTA + network); the reference has no TTA.  Dice: mean per-patient,")
+    log("  post-processed as shipped.  vox diff: mask voxels differing from 'ours torch (default)' over the Dice patients.")
+    if onnx_case is not None:
+        log(f"ONNX backend start-up (export on a cold cache, then session): {onnx_case['build_seconds']:.1f} s")
+    if "process_seconds" in report:
+        log("Whole-process wall time (median), from start to written files:")
+        for command, seconds in report["process_seconds"].items():
+            log(f"  {seconds:6.2f} s  {command}")
+    report["results"] = results
+    report["seconds"] = time.perf_counter() - started
+    log(f"benchmark took {report['seconds']:.0f} s; load average now {os.getloadavg()[0]:.1f} (numbers are skewed when other jobs run)")
+    if args.json:
+        from lggseg import atomic
+
+        atomic.write_text(args.json, json.dumps(report, indent=1, default=str))
+        log(f"results in {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Render an ``lggseg evaluate`` metrics.json as the Markdown tables of MODEL_CARD.md.
+
+    python scripts/metrics_table.py EV/metrics.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def main(path: str) -> None:
+    report = json.load(open(path))
+    print("| patients | mean Dice | median Dice | min Dice | mean IoU | median HD95 (vox) | mean abs. volume error (vox) | Dice on tumor slices | FP rate on tumor-free slices |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"| {report['n_patients']} | {fmt(report['mean_dice'])} | {fmt(report['median_dice'])} | {fmt(report['min_dice'])} | "
+        f"{fmt(report['mean_iou'])} | {fmt(report['median_hd95'], 1)} | {fmt(report['mean_abs_volume_error'], 0)} | "
+        f"{fmt(report['mean_dice_tumor_slices'])} | {fmt(report['false_positive_rate_empty_slices'])} |"
+    )
+    print()
+    print("| patient | Dice | IoU | HD95 (vox) | true volume (vox) | predicted volume (vox) | FP slices / tumor-free slices |")
+    print("|---|---|---|---|---|---|---|")
+    for row in sorted(report["per_patient"], key=lambda r: r["dice"]):
+        print(
+            f"| {row['patient']} | {fmt(row['dice'])} | {fmt(row['iou'])} | {fmt(row['hd95'], 1)} | {row['volume_true']} | "
+            f"{row['volume_pred']} | {row['n_false_positive_slices']} / {row['n_empty_slices']} |"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
