@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime", default="torch", choices=["torch", "onnx"])
     parser.add_argument("--warmup", type=int, default=2, help="uncounted requests first (default 2)")
     parser.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request")
+    parser.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to wait for the server to be ready")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
     if args.quick:
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         server = start_server(port, args, log)
         try:
             started = time.perf_counter()
-            health = wait_ready(server, base, log)
+            health = wait_ready(server, base, log, args.startup_timeout)
             startup = time.perf_counter() - started
             rss_idle = proc_status(server.pid, "VmRSS")
             latencies, errors, wall = run_load(base, slices, args)

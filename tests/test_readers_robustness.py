@@ -250,6 +250,7 @@ def test_mask_formats_that_are_accepted():
         (np.dstack([np.zeros((4, 4), np.uint8), np.full((4, 4), 255, np.uint8), np.zeros((4, 4), np.uint8)]), "single-channel"),
         (np.array([[0.0, np.nan]], np.float32), "found NaN"),
     ],
+    ids=["grey-values", "colour", "nan"],
 )
 def test_bad_masks_are_refused(array, message):
     data = _tiff(array) if array.dtype == np.float32 else _png(array)
@@ -271,9 +272,7 @@ def _truncated(data: bytes) -> bytes:
     return data[: len(data) // 2]
 
 
-@pytest.mark.parametrize(
-    "name, data",
-    [
+CORRUPT = [
         ("truncated.png", _truncated(_png(RGB))),
         ("truncated.tif", _truncated(_tiff(RGB, photometric="rgb"))),
         ("truncated_deflate.tif", _truncated(_pil(Image.fromarray(RGB), "TIFF", compression="tiff_adobe_deflate"))),
@@ -284,8 +283,10 @@ def _truncated(data: bytes) -> bytes:
         ("garbage_after_magic.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4),
         ("garbage_after_magic.tif", b"II*\x00" + bytes(range(256)) * 4),
         ("garbage_after_magic.jpg", b"\xff\xd8\xff" + bytes(range(256)) * 4),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize("name, data", CORRUPT, ids=[name for name, _ in CORRUPT])
 def test_truncated_and_corrupt_images_get_a_clear_error(tmp_path, name, data):
     path = tmp_path / name
     path.write_bytes(data)
@@ -305,6 +306,7 @@ def test_truncated_and_corrupt_images_get_a_clear_error(tmp_path, name, data):
         ("empty.tif", b"", "empty file"),
         ("scan.dcm", b"\0" * 128 + b"DICM" + b"\0" * 64, "a DICOM file; convert the series to NIfTI"),
     ],
+    ids=["text", "bmp", "gif", "zero-size", "dicom"],
 )
 def test_non_image_files_get_a_clear_error(tmp_path, name, data, message):
     if data is None:
@@ -344,6 +346,7 @@ def test_a_folder_where_a_file_is_expected(tmp_path):
         (_tiff_declaring, 60_000, 60_000),  # planar: 3 x 60000 x 60000 declared in a 200-byte file
         (_jpeg_declaring, 65_000, 65_000),
     ],
+    ids=["png-just-over-limit", "png-over-pillow-limit", "png-2^31", "planar-tiff", "jpeg"],
 )
 def test_huge_declared_dimensions_are_refused_before_decoding(maker, width, height):
     data = maker(width, height)

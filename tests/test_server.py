@@ -413,3 +413,14 @@ def test_cli_stays_light_and_refuses_a_bad_port() -> None:
     result = subprocess.run([sys.executable, "-m", "lggseg", "serve", "--port", "70000"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "--port" in result.stderr and "65535" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1  # one line, no traceback
+
+
+def test_api_docs_page_works_offline(client: TestClient) -> None:
+    """/docs is served from local Swagger UI files, with no CDN reference."""
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower() and "/docs-assets/swagger-ui-bundle.js" in page.text
+    asset = client.get("/docs-assets/swagger-ui-bundle.js")
+    assert asset.status_code == 200 and len(asset.content) > 100_000
+    assert client.get("/docs-assets/../server.py").status_code == 404
+    assert "/api/v1/segment" in client.get("/openapi.json").json()["paths"]

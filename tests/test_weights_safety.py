@@ -159,6 +159,7 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str
         ("invalid architecture value", r"bad model metadata \(depth must be between 1 and 6"),
         ("unknown tta", r"unknown test-time augmentation 'rot90'"),
     ],
+    ids=["other-width", "other-depth", "extra-tensor", "missing-tensor", "foreign-model", "foreign-format", "broken-metadata", "unknown-key", "invalid-depth", "unknown-tta"],
 )
 def test_wrong_architecture_or_shapes_are_refused(tmp_path, case, message):
     tensors, meta = _tensors(), _metadata()
@@ -255,6 +256,7 @@ def _bad_weights(tmp_path: Path, kind: str) -> Path:
         ("foreign", "not an lggseg U-Net weights file"),
         ("missing", "weights file not found"),
     ],
+    ids=["pickle", "truncated", "wrong_shapes", "foreign", "missing"],
 )
 def test_cli_refuses_bad_weights_with_one_line(tmp_path, capsys, kind, message):
     image = tmp_path / "slice.png"

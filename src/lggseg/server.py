@@ -982,6 +982,8 @@ def create_app(
         version=__version__,
         summary="Segment lower-grade glioma FLAIR abnormality in brain MRI slices and volumes.",
         description=(__doc__ or "").split("\n\n", 1)[0] + " Research use only; not for diagnosis.",
+        docs_url=None,  # served below from local files: the default page loads Swagger UI from a CDN
+        redoc_url=None,
     )
     app.state.service = service
     app.add_middleware(RequestGuard, allowed_hosts=allowed_hosts)
@@ -999,6 +1001,18 @@ def create_app(
         if name not in WEB_FILES:
             reject(404, f"no such file: {name}")
         return Response(pages[name], media_type=WEB_FILES[name], headers=PAGE_HEADERS)
+
+    @app.get("/docs", include_in_schema=False)
+    def api_docs() -> Response:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="lggseg API", swagger_js_url="/docs-assets/swagger-ui-bundle.js", swagger_css_url="/docs-assets/swagger-ui.css", swagger_favicon_url="/docs-assets/favicon-32x32.png")
+
+    @app.get("/docs-assets/{name}", include_in_schema=False)
+    def api_docs_asset(name: str) -> Response:
+        if name not in SWAGGER_FILES:
+            reject(404, f"no such file: {name}")
+        return Response(_swagger_file(name), media_type=SWAGGER_FILES[name])
 
     @app.get("/healthz", summary="Model identity and readiness")
     def healthz() -> dict[str, Any]:
@@ -1057,6 +1071,16 @@ def create_app(
 
 # --------------------------------------------------------------------------------------------
 # running it
+
+
+SWAGGER_FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css", "favicon-32x32.png": "image/png"}
+
+
+def _swagger_file(name: str) -> bytes:
+    """A Swagger UI asset from the ``swagger-ui-bundle`` package (the machine may be offline)."""
+    import swagger_ui_bundle
+
+    return (Path(swagger_ui_bundle.swagger_ui_path) / name).read_bytes()
 
 
 def is_loopback(host: str) -> bool:
