@@ -107,7 +107,7 @@ def measure(args: argparse.Namespace, out: Path, label: str) -> dict:
         "width": args.width,
         "global_batch": args.batch,
         "steps": len(stamps),
-        "train_images_per_s": round(images_per_s, 1),
+        "train_images_per_s": float(f"{images_per_s:.4g}"),
         "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if cuda else None,
         "first_loss": round(losses[0], 4),
         "last_loss": round(losses[-1], 4),

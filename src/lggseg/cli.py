@@ -158,11 +158,11 @@ def predict(
 def export(
     out: Path = typer.Option(..., "--out", help="ONNX file to write (its folder must exist)"),
     weights: Optional[Path] = typer.Option(None, "--weights", help="weights file or run folder (default: shipped model)"),
-    format: str = typer.Option("onnx", "--format", help="export format (onnx)"),
+    export_format: str = typer.Option("onnx", "--format", help="export format (onnx)"),
 ) -> None:
     """Export the model (with its sigmoid) to ONNX: dynamic batch and size, metadata inside."""
-    if format.lower() != "onnx":
-        raise LggsegError(f"--format {format!r} is not supported; the only export format is onnx")
+    if export_format.lower() != "onnx":
+        raise LggsegError(f"--format {export_format!r} is not supported; the only export format is onnx")
     from lggseg.export import export_onnx
 
     path = export_onnx(weights, out)
