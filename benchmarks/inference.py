@@ -314,9 +314,10 @@ def cases(args: argparse.Namespace, weights: str, volume: str, eval_patients: li
     quick = args.quick
     common = {"weights": weights, "volume": volume, "n_single": 5 if quick else 20, "rounds": 1 if quick else 2, "reps": 1 if quick else 3}
 
-    def case(name: str, **kw: Any) -> dict[str, Any]:
+    def case(name: str, dice: bool = True, **kw: Any) -> dict[str, Any]:
+        """``dice=False`` for levers that cannot change the numbers (threads, batch size)."""
         spec = {**common, "name": name, "masks_out": str(masks_dir / (re.sub(r"[^a-z0-9]+", "_", name.lower()) + ".npz")), **kw}
-        if spec["runtime"] != "reference":
+        if spec["runtime"] != "reference" and dice:
             spec["eval"] = eval_patients
         return spec
 
@@ -329,10 +330,10 @@ def cases(args: argparse.Namespace, weights: str, volume: str, eval_patients: li
         return main
     levers = [
         case("ours torch fp32 (bf16 off)", runtime="torch", bf16="off"),
-        case("ours torch 1 thread", runtime="torch", threads=1),
-        case("ours torch batch 16", runtime="torch", batch_size=16),
-        case("ours onnx 1 thread", runtime="onnx", threads=1),
-        case("ours onnx batch 16", runtime="onnx", batch_size=16),
+        case("ours torch 1 thread", dice=False, runtime="torch", threads=1),
+        case("ours torch batch 16", dice=False, runtime="torch", batch_size=16),
+        case("ours onnx 1 thread", dice=False, runtime="onnx", threads=1),
+        case("ours onnx batch 16", dice=False, runtime="onnx", batch_size=16),
     ]
     if int8:
         levers.append(case("ours onnx int8 QDQ", runtime="onnx", onnx_model=int8))

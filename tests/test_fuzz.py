@@ -32,8 +32,8 @@ from lggseg.dataset import SLICE_NAME, check_dataset, index_dataset, load_volume
 from lggseg.errors import LggsegError
 from lggseg.readers import image_from_bytes, mask_from_bytes
 
-FUZZ = settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-SLOW_FUZZ = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
+SLOW_FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 # ============================================================================ the image reader
