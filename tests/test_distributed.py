@@ -135,7 +135,7 @@ def test_two_gloo_processes_match_single_process_and_resume(tmp_path: Path, capf
     assert first_output.count("epoch 1/2:") == 1, "only rank 0 logs"
     assert "distributed: 2 process(es), global batch 4 = 2 per process" in first_output
     files = sorted(p.name for p in ddp_run.iterdir())
-    assert files == ["best.safetensors", "config.yaml", "curves.png", "last.safetensors", "log.csv", "optimizer.safetensors", "split.json", "state.json"]
+    assert files == ["best.safetensors", "config.yaml", "curves.png", "last.safetensors", "log.csv", "optimizer.safetensors", "resume.safetensors", "split.json", "state.json"]
     assert len((ddp_run / "log.csv").read_text().splitlines()) == 2  # header + 1 epoch
 
     # (1) the shares are disjoint and make up the single-process batch, sample by sample

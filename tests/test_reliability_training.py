@@ -331,14 +331,6 @@ class _Killed(BaseException):
     """Stands in for SIGKILL at an exact instant (nothing in the code under test catches it)."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "train.py Checkpointer.save writes last.safetensors, optimizer.safetensors and state.json as "
-        "separate atomic files; a kill between them resumes epoch-N weights with epoch-(N-1) state. "
-        "Fix: one atomic commit per checkpoint (see RELIABILITY.md). Remove this marker once fixed."
-    ),
-)
 def test_kill_between_checkpoint_files_still_resumes_exactly(setup, reference, monkeypatch):
     from lggseg import atomic
     from lggseg.config import load_config

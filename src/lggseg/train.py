@@ -140,7 +140,16 @@ def load_split_volumes(cfg: TrainConfig, log: Callable[[str], None], show_progre
 
 
 class Checkpointer:
-    """Writes and reads the run folder's resumable state (all files written atomically)."""
+    """Writes and reads the run folder's resumable state.
+
+    ``resume.safetensors`` is the one commit point of a checkpoint: model tensors (``model.*``),
+    optimizer tensors (``optim.*``) and the training state (JSON in the metadata) land together
+    in one atomic rename. ``last.safetensors``, ``optimizer.safetensors`` and ``state.json`` are
+    written after it, for people and tools; resuming reads only ``resume.safetensors``. A kill
+    at any instant therefore resumes from one consistent epoch.
+    """
+
+    RESUME = "resume.safetensors"
 
     def __init__(self, run: Path) -> None:
         self.run = run
@@ -152,27 +161,36 @@ class Checkpointer:
         for pid, values in optimizer.state_dict()["state"].items():
             for key, value in values.items():
                 flat[f"{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        model_tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         info = {"fold": state["config"]["fold"], "epoch": state["epoch"], "val_dice": state["last_val_dice"]}
+        if best:  # before the commit point: a kill here only repeats this epoch, which rewrites it
+            save_weights(self.run / "best.safetensors", model, info=info)
+        bundle = {**{f"model.{k}": v for k, v in model_tensors.items()}, **{f"optim.{k}": v for k, v in flat.items()}}
+        atomic.write_bytes(self.run / self.RESUME, save_bytes(bundle, metadata={"state": json.dumps(state)}))
         save_weights(self.run / "last.safetensors", model, info=info)
         atomic.write_bytes(self.run / "optimizer.safetensors", save_bytes(flat))
-        if best:
-            save_weights(self.run / "best.safetensors", model, info=info)
         atomic.write_text(self.run / "state.json", json.dumps(state, indent=1))
 
     def load(self, model: UNet, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        from safetensors.torch import load_file
+        from lggseg.weights import read_safetensors
 
-        from lggseg.weights import load_weights
-
-        state = json.loads((self.run / "state.json").read_text())
-        bundle = load_weights(self.run / "last.safetensors")
-        model.load_state_dict(bundle.model.state_dict())
-        flat = load_file(str(self.run / "optimizer.safetensors"))
+        path = self.run / self.RESUME
+        if not path.exists():
+            raise LggsegError(f"{self.run}: no {self.RESUME} to resume from (the run never finished an epoch)")
+        tensors, metadata = read_safetensors(path)
+        try:
+            state = json.loads(metadata["state"])
+        except (KeyError, ValueError):
+            raise LggsegError(f"{path}: checkpoint without a readable training state") from None
+        model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
         opt_state: dict[int, dict[str, torch.Tensor]] = {}
-        for name, value in flat.items():
-            pid, key = name.split(".", 1)
-            opt_state.setdefault(int(pid), {})[key] = value
+        for name, value in tensors.items():
+            if name.startswith("optim."):
+                pid, key = name[len("optim.") :].split(".", 1)
+                opt_state.setdefault(int(pid), {})[key] = value
         optimizer.load_state_dict({"state": opt_state, "param_groups": optimizer.state_dict()["param_groups"]})
+        for leftover in self.run.glob(".*.*"):  # temporary files of a write that a kill interrupted
+            leftover.unlink(missing_ok=True)
         return state
 
 
@@ -402,7 +420,13 @@ def write_log(run: Path, history: list[dict[str, Any]]) -> None:
 
 
 def config_of_run(run: str | Path) -> TrainConfig:
-    """The config a run folder was trained with (from its ``state.json``)."""
+    """The config a run folder was trained with (from its resume checkpoint, else ``state.json``)."""
+    resume_file = Path(run) / Checkpointer.RESUME
+    if resume_file.exists():
+        from lggseg.weights import read_safetensors
+
+        _, metadata = read_safetensors(resume_file)
+        return config_from_dict(json.loads(metadata.get("state", "{}")).get("config", {}), str(resume_file))
     state_file = Path(run) / "state.json"
     if not state_file.exists():
         raise LggsegError(f"{run}: not a run folder to resume (no state.json)")
