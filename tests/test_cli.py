@@ -82,3 +82,18 @@ def test_existing_outputs_survive_a_failed_run(tmp_path, capsys):
     assert code == 2
     assert keep.read_text() == "earlier results\n"
     assert not [p for p in out.rglob("*") if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_two_inputs_with_the_same_stem_do_not_overwrite_each_other(sample_patient, tmp_path, capsys):
+    from PIL import Image
+
+    source = sample_patient / f"{sample_patient.name}_10.tif"
+    (tmp_path / "in").mkdir()
+    png = tmp_path / "in" / "scan.png"
+    tif = tmp_path / "in" / "scan.tif"
+    Image.open(source).save(png)
+    tif.write_bytes(source.read_bytes())
+    code, _, _ = run(["predict", str(png), str(tif), "--out", str(tmp_path / "out")], capsys)
+    assert code == 0
+    masks = sorted(p.name for p in (tmp_path / "out" / "slices" / "masks").iterdir())
+    assert masks == ["scan_png_mask.png", "scan_tif_mask.png"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -99,7 +100,7 @@ def predict_patient(segmenter: Segmenter, folder: Path, out: Path) -> CaseResult
     if len(index.patients) != 1:
         raise LggsegError(f"{display_path(folder)}: expected one patient folder")
     patient = index.patients[0]
-    images, truth = _load_native(patient)
+    images, truth = load_patient_native(patient)
     if images is None:  # slices of different sizes: work on the model grid
         volume = load_volume(patient)
         images, truth = volume.images, volume.masks
@@ -116,7 +117,7 @@ def predict_patient(segmenter: Segmenter, folder: Path, out: Path) -> CaseResult
     return CaseResult(patient.name, mask, [str(s.image) for s in patient.slices], dice, outputs)
 
 
-def _load_native(patient: PatientFiles) -> tuple[np.ndarray | None, np.ndarray | None]:
+def load_patient_native(patient: PatientFiles) -> tuple[np.ndarray | None, np.ndarray | None]:
     """A patient's slices at their own size (and masks, when every slice has one).
 
     Returns ``(None, None)`` when the slices do not all share one size. A mask whose size differs
@@ -148,12 +149,19 @@ def predict_nifti(segmenter: Segmenter, path: Path, out: Path) -> CaseResult:
     return CaseResult(name, mask, [str(path)], None, outputs + [mask_path])
 
 
-def predict_slice(segmenter: Segmenter, path: Path, out: Path) -> CaseResult:
-    """One slice file, normalised with its own statistics."""
+def predict_slice(segmenter: Segmenter, path: Path, out: Path, name: str | None = None) -> CaseResult:
+    """One slice file, normalised with its own statistics; outputs are named ``name`` (default: the stem)."""
+    name = name or path.stem
     image = read_image(path)
     mask = segment_any_size(segmenter, image[None])
-    outputs = write_case(out, "slices", image[None], mask, [path.stem])
-    return CaseResult(path.stem, mask, [str(path)], None, outputs)
+    outputs = write_case(out, "slices", image[None], mask, [name])
+    return CaseResult(name, mask, [str(path)], None, outputs)
+
+
+def slice_output_names(jobs: list[tuple[str, Path]]) -> dict[Path, str]:
+    """Output names of slice jobs: the stem, or ``<stem>_<ext>`` where two inputs share a stem."""
+    stems = Counter(path.stem for kind, path in jobs if kind == "slice")
+    return {path: path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix.lstrip('.').lower()}" for kind, path in jobs if kind == "slice"}
 
 
 def expand_inputs(inputs: list[str | Path]) -> tuple[list[tuple[str, Path]], list[str]]:
@@ -205,9 +213,13 @@ def predict(
     cases: list[CaseResult] = []
     from lggseg.progress import track
 
+    slice_names = slice_output_names(jobs)
     for kind, path in track(jobs, description="predicting"):
         try:
-            cases.append(handlers[kind](segmenter, path, out))
+            if kind == "slice":
+                cases.append(predict_slice(segmenter, path, out, slice_names[path]))
+            else:
+                cases.append(handlers[kind](segmenter, path, out))
         except LggsegError as exc:
             failures.append(f"{exc} (skipped)")
     summary = None

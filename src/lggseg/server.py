@@ -68,7 +68,7 @@ from lggseg import __version__, metrics, nifti, plots
 from lggseg.dataset import SLICE_NAME, index_dataset, load_volume
 from lggseg.errors import LggsegError
 from lggseg.inference import Segmenter
-from lggseg.predict import _load_native as load_native  # the rule of `lggseg predict` for a patient folder
+from lggseg.predict import load_patient_native as load_native  # the rule of `lggseg predict` for a patient folder
 from lggseg.predict import segment_any_size
 from lggseg.readers import image_from_bytes, mask_from_bytes, sniff_format
 
