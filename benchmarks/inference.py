@@ -135,6 +135,12 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
         return {"name": spec["name"], "build_seconds": build_seconds, "peak_rss_mb": peak_rss_mb()}
     volume = load_volume(index_dataset(spec["volume"]).patients[0])
     images = volume.images
+    if spec.get("tile"):  # memory check: the volume repeated to `tile` x its slices, run once
+        big = np.concatenate([images] * spec["tile"])
+        ready = current_rss_mb()
+        t0 = time.perf_counter()
+        segmenter.probabilities(big)
+        return {"name": spec["name"], "slices": len(big), "seconds": time.perf_counter() - t0, "rss_ready_mb": ready, "peak_rss_mb": peak_rss_mb(), "growth_mb": peak_rss_mb() - ready}
     x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2).float(), torch.from_numpy(volume_stats(images))).numpy()
     x = np.ascontiguousarray(x)
     result: dict[str, Any] = {"name": spec["name"], "build_seconds": build_seconds, "rss_ready_mb": current_rss_mb(), **describe_backend(segmenter)}
@@ -174,6 +180,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         result["volume_slices_per_s_no_tta"], result["volume_cpu_ms_per_slice_no_tta"] = result["volume_slices_per_s"], result["volume_cpu_ms_per_slice"]
 
+    result["peak_rss_mb"] = peak_rss_mb()  # model + the volume runs (before the Dice patients are loaded)
     if spec.get("eval") and spec["runtime"] != "reference":
         from lggseg import metrics
 
@@ -187,7 +194,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
         np.savez_compressed(spec["masks_out"], **masks)
         result["dice_per_patient"] = dices
         result["mean_dice"] = float(np.mean(list(dices.values())))
-    result["peak_rss_mb"] = peak_rss_mb()
+        result["peak_rss_after_dice_mb"] = peak_rss_mb()
     return result
 
 
@@ -445,6 +452,14 @@ def main(argv: list[str] | None = None) -> int:
                     result["masks_file"] = spec["masks_out"]
                 results.append(result)
         mask_differences(results, "ours torch (default)")
+        memory = []
+        for runtime in ("torch", "onnx"):
+            spec = {"name": f"ours {runtime} (default)", "runtime": runtime, "default": True, "weights": str(weights), "volume": str(volume.folder), "tile": 10}
+            log(f"running {spec['name']} on a {10 * len(volume.slices)}-slice volume (memory) ...")
+            result = run_worker(spec, log)
+            if result is not None:
+                memory.append(result)
+        report["memory"] = memory
         if not args.no_predict:
             repeats = 1 if args.quick else 3
             command = lggseg_command()
@@ -478,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     log("  ms/slice b1: one network call on one slice (no TTA), median.  vol sl/s: Segmenter.probabilities on the")
     log("  whole volume (normalisation + shipped TTA + network); the reference has no TTA.  Dice: mean per-patient,")
     log("  post-processed as shipped.  vox diff: mask voxels differing from 'ours torch (default)' over the Dice patients.")
+    for m in report.get("memory", []):
+        log(f"{m['name']}: {m['slices']}-slice volume in {m['seconds']:.1f} s; peak RSS {m['peak_rss_mb']:.0f} MB, {m['growth_mb']:.0f} MB above the loaded model and volume")
     if "onnx_cold_start" in report:
         log(f"ONNX backend start: {report['onnx_cold_start']['build_seconds']:.1f} s with a cold cache (export), "
             + ", ".join(f"{r['build_seconds']:.1f} s" for r in results if r["name"] == "ours onnx (default)") + " with the cached file")
