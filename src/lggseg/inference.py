@@ -81,7 +81,7 @@ class Segmenter:
         out = np.empty(images.shape[:3], np.float32)
         step = max(1, self.batch_size // 2 if flip else self.batch_size)
         for start in range(0, images.shape[0], step):
-            raw = torch.from_numpy(images[start : start + step]).permute(0, 3, 1, 2).float()
+            raw = torch.from_numpy(np.array(images[start : start + step])).permute(0, 3, 1, 2).float()  # copy: input may be read-only
             x = normalize(raw, stats_t)
             if flip:
                 x = torch.cat([x, x.flip(-1)])
