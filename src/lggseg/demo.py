@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lggseg import atomic, metrics, plots
-from lggseg.dataset import index_dataset, load_volume
+from lggseg.dataset import index_dataset
 from lggseg.inference import Segmenter
 from lggseg.predict import predict_patient
 
@@ -27,15 +27,14 @@ def run_demo(out: str | Path, weights: str | Path | None = None, runtime_name: s
     results = []
     for patient in index_dataset(sample_root()).patients:
         case = predict_patient(segmenter, patient.folder, out)
-        volume = load_volume(patient)
         summary_png = out / patient.name / f"{patient.name}_summary.png"
-        plots.patient_summary(patient.name, volume.images, case.mask, volume.masks, summary_png, case.dice)
+        plots.patient_summary(patient.name, case.images, case.mask, case.truth, summary_png, case.dice)
         row = {
             "patient": patient.name,
             "dice": case.dice,
-            "iou": metrics.iou(case.mask, volume.masks),
+            "iou": metrics.iou(case.mask, case.truth),
             "volume_pred": case.volume,
-            "volume_true": int(volume.masks.sum()),
+            "volume_true": int(case.truth.sum()),
             "folder": str(out / patient.name),
             "summary_figure": str(summary_png),
             "nifti_mask": str(out / patient.name / f"{patient.name}_mask.nii.gz"),

@@ -51,6 +51,8 @@ class CaseResult:
     sources: list[str]
     dice: float | None = None
     outputs: list[Path] = field(default_factory=list)
+    images: np.ndarray | None = None  # (Z, H, W, 3) uint8 the mask was predicted from (patients)
+    truth: np.ndarray | None = None  # (Z, H, W) bool ground truth, when the input had masks
 
     @property
     def volume(self) -> int:
@@ -114,7 +116,7 @@ def predict_patient(segmenter: Segmenter, folder: Path, out: Path) -> CaseResult
         nifti.save_volume(data, path)
         outputs.append(path)
     dice = metrics.dice(mask, truth) if truth is not None else None
-    return CaseResult(patient.name, mask, [str(s.image) for s in patient.slices], dice, outputs)
+    return CaseResult(patient.name, mask, [str(s.image) for s in patient.slices], dice, outputs, images, truth)
 
 
 def load_patient_native(patient: PatientFiles) -> tuple[np.ndarray | None, np.ndarray | None]:
