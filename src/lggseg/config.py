@@ -25,6 +25,7 @@ class TrainConfig:
     epochs: int = 40
     samples_per_epoch: int = 1600
     batch_size: int = 16
+    crop_size: int = 0  # train on crop_size x crop_size patches (0 = whole slices); see transforms.tumor_biased_crop
     fg_fraction: float = 0.5
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -46,6 +47,7 @@ class TrainConfig:
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.samples_per_epoch >= self.batch_size, "samples_per_epoch must be >= batch_size"),
             (self.batch_size >= 2, "batch_size must be >= 2 (BatchNorm)"),
+            (self.crop_size == 0 or 32 <= self.crop_size <= 256 and self.crop_size % 16 == 0, "crop_size must be 0 or a multiple of 16 in [32, 256]"),
             (0.0 <= self.fg_fraction <= 1.0, "fg_fraction must be in [0, 1]"),
             (self.lr > 0, "lr must be > 0"),
             (self.n_validation >= 1, "n_validation must be >= 1"),
@@ -77,8 +79,9 @@ def config_from_dict(values: dict[str, Any], where: str = "config") -> TrainConf
     values = dict(values)
     model = _build(UNetConfig, values.pop("model", {}) or {}, f"{where} [model]")
     aug_values = dict(values.pop("augment", {}) or {})
-    if "scale" in aug_values:
-        aug_values["scale"] = tuple(aug_values["scale"])
+    for key in ("scale", "gamma_range"):
+        if key in aug_values:
+            aug_values[key] = tuple(aug_values[key])
     augment = _build(AugmentConfig, aug_values, f"{where} [augment]")
     return _build(TrainConfig, {**values, "model": model, "augment": augment}, where)
 

@@ -1,4 +1,11 @@
-"""Turning a probability volume into a mask: threshold, then 3D connected-component cleanup."""
+"""Turning a probability volume into a mask: threshold, then 3D connected-component cleanup.
+
+The component rules only ever remove a component for what it is on its own (too small, or never
+confidently tumor); none compares components with each other, so a confidently found tumor
+survives however large a false-positive blob elsewhere is. ``keep_largest`` is kept only so that
+weights calibrated by older versions load and predict as they were validated; calibration no
+longer offers it (it deleted whole tumors on unseen patients).
+"""
 
 from __future__ import annotations
 
@@ -16,33 +23,48 @@ class PostProcess:
 
     threshold: probability above which a voxel is tumor.
     min_component: 3D components with fewer voxels are removed (0 keeps all).
-    keep_largest: keep only the largest 3D component (off by default: multifocal tumors exist).
+    min_peak: 3D components whose highest probability is below this are removed (0 keeps all).
+    keep_largest: legacy; keep only the largest 3D component.
     """
 
     threshold: float = 0.5
     min_component: int = 0
     keep_largest: bool = False
+    min_peak: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def n_rules(self) -> int:
+        """How many cleanup rules are switched on (the simplicity order used for ties)."""
+        return int(self.min_component > 0) + int(self.min_peak > 0) + int(self.keep_largest)
 
 
 def apply(prob: np.ndarray, post: PostProcess) -> np.ndarray:
     """prob: ``(Z, H, W)`` float in [0, 1] -> ``(Z, H, W)`` bool mask."""
     mask = prob > post.threshold
-    return clean_components(mask, post)
+    return clean_components(mask, post, prob)
 
 
-def clean_components(mask: np.ndarray, post: PostProcess) -> np.ndarray:
-    """Remove small 3D components (and all but the largest, if asked). mask: ``(Z, H, W)`` bool."""
-    if not (post.min_component > 0 or post.keep_largest) or not mask.any():
+def clean_components(mask: np.ndarray, post: PostProcess, prob: np.ndarray | None = None) -> np.ndarray:
+    """Remove 3D components by size and peak probability. mask, prob: ``(Z, H, W)``.
+
+    ``prob`` is needed only when ``post.min_peak > 0``.
+    """
+    if not (post.min_component > 0 or post.min_peak > 0 or post.keep_largest) or not mask.any():
         return mask
     labels, n = ndimage.label(mask, structure=_CONNECTIVITY)
     if n == 0:
         return mask
-    sizes = np.bincount(labels.ravel())
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
     sizes[0] = 0
     keep = sizes >= max(post.min_component, 1)
+    if post.min_peak > 0:
+        if prob is None:
+            raise ValueError("min_peak needs the probability volume")
+        peaks = np.asarray(ndimage.maximum(prob, labels, index=np.arange(n + 1)))
+        keep &= peaks >= post.min_peak
     if post.keep_largest:
         keep = np.zeros_like(keep)
         keep[int(sizes.argmax())] = True

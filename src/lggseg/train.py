@@ -42,7 +42,7 @@ from lggseg.losses import dice_bce_loss
 from lggseg.model import UNet
 from lggseg.postprocess import PostProcess
 from lggseg.splits import FoldSplit, split_for_fold
-from lggseg.transforms import augment, normalize, volume_stats
+from lggseg.transforms import augment, normalize, tumor_biased_crop, volume_stats
 from lggseg.weights import save_weights
 
 LOG_FIELDS = ["epoch", "lr", "train_loss", "train_dice", "train_iou", "val_loss", "val_dice", "val_iou", "seconds"]
@@ -307,6 +307,8 @@ def _train(
                     raw = bank.images[idx].permute(0, 3, 1, 2).float()
                     target = bank.masks[idx][:, None].float()
                     x, y = augment(raw, target, bank.stats[idx], cfg.augment, augment_generator)
+                    if cfg.crop_size:
+                        x, y = tumor_biased_crop(x, y, cfg.crop_size, augment_generator)
                     x = x.to(device).contiguous(memory_format=torch.channels_last)
                     y = y.to(device)
                     with runtime.autocast(device, bf16):
