@@ -3,11 +3,11 @@
 In one run, on the same real slices (the bundled 20-slice sample patient), each case runs in its
 own subprocess (so peak RSS is per case and malloc tuning, which is process-wide, cannot leak):
 
-* ``reference``: DESIGN.md's reference model, the classic U-Net with f=32 (7.76 M parameters,
+* ``reference``: the reference model of docs/protocol.md, the classic U-Net with f=32 (7.76 M parameters,
   random init), run the way peers run it: eager PyTorch, fp32, NCHW, default glibc allocator
   (no mallopt, GLIBC_TUNABLES removed), batches of 16 for a volume, no TTA;
-* ``torch``: our shipped model through ``Segmenter.from_weights(runtime_name="torch")``;
-* ``onnx``: our shipped model through ``Segmenter.from_weights(runtime_name="onnx")``.
+* ``torch``: our shipped model through ``Segmenter.from_weights(config=InferenceConfig(runtime="torch"))``;
+* ``onnx``: our shipped model through ``Segmenter.from_weights(config=InferenceConfig(runtime="onnx"))``.
 
 For each: ms/slice at batch 1 (one network call on one slice, median), whole-volume throughput
 (``Segmenter.probabilities`` on the patient: normalisation + the shipped TTA + network, in
@@ -82,36 +82,43 @@ class ReferenceBackend:
 
 def build_segmenter(spec: dict[str, Any]) -> Any:
     """The Segmenter of a case (see :func:`cases`)."""
-    from lggseg.inference import Segmenter, TorchBackend
-    from lggseg.weights import ModelBundle, load_weights
+    from lggseg.infer.backends import TorchBackend
+    from lggseg.infer.segmenter import InferenceConfig, Segmenter
+    from lggseg.model.bundle import ModelBundle, PostProcess, load_weights
 
     if spec["runtime"] == "reference":
         import torch
 
-        from lggseg.model import UNet, UNetConfig
-        from lggseg.postprocess import PostProcess
+        from lggseg.model.unet import UNet, UNetConfig
 
         torch.manual_seed(0)
         net = UNet(UNetConfig(base_width=32, depth=4)).eval()
         bundle = ModelBundle(net, PostProcess(), "none", {}, "random-init")
-        return Segmenter(bundle, ReferenceBackend(net), batch_size=spec["batch_size"])
+        return Segmenter(bundle, ReferenceBackend(net), InferenceConfig(batch_size=spec["batch_size"]))
+    batch = InferenceConfig(batch_size=spec.get("batch_size") or 8)
     if spec.get("default"):  # literally the path `lggseg predict --runtime X` takes
-        return Segmenter.from_weights(spec["weights"], spec["runtime"], **({"batch_size": spec["batch_size"]} if spec.get("batch_size") else {}))
+        return Segmenter.from_weights(
+            spec["weights"], InferenceConfig(runtime=spec["runtime"], batch_size=batch.batch_size)
+        )
     bundle = load_weights(spec["weights"])
     if spec["runtime"] == "torch":
         backend: Any = TorchBackend(bundle, bf16=spec.get("bf16", "auto"), threads=spec.get("threads"))
     else:
-        from lggseg.onnx_runtime import OnnxBackend
+        from lggseg.infer.backends import OnnxBackend
 
         backend = OnnxBackend(bundle, threads=spec.get("threads"), model=spec.get("onnx_model"))
-    return Segmenter(bundle, backend, batch_size=spec.get("batch_size") or 8)
+    return Segmenter(bundle, backend, batch)
 
 
 def describe_backend(segmenter: Any) -> dict[str, Any]:
     import torch
 
     backend = segmenter.backend
-    info: dict[str, Any] = {"backend": type(backend).__name__, "batch_size": segmenter.batch_size, "tta": segmenter.bundle.tta}
+    info: dict[str, Any] = {
+        "backend": type(backend).__name__,
+        "batch_size": segmenter.batch_size,
+        "tta": segmenter.bundle.tta,
+    }
     if hasattr(backend, "bf16"):
         info["bf16"] = bool(backend.bf16)
     if hasattr(backend, "session"):
@@ -125,8 +132,8 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     """Measure one case; returns a JSON-able dict."""
     import torch
 
-    from lggseg.dataset import index_dataset, load_volume
-    from lggseg.transforms import normalize, volume_stats
+    from lggseg.data.dataset import index_dataset, load_volume
+    from lggseg.infer.preprocess import normalize, volume_stats
 
     began = time.perf_counter()
     segmenter = build_segmenter(spec)
@@ -140,10 +147,22 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
         ready = current_rss_mb()
         t0 = time.perf_counter()
         segmenter.probabilities(big)
-        return {"name": spec["name"], "slices": len(big), "seconds": time.perf_counter() - t0, "rss_ready_mb": ready, "peak_rss_mb": peak_rss_mb(), "growth_mb": peak_rss_mb() - ready}
+        return {
+            "name": spec["name"],
+            "slices": len(big),
+            "seconds": time.perf_counter() - t0,
+            "rss_ready_mb": ready,
+            "peak_rss_mb": peak_rss_mb(),
+            "growth_mb": peak_rss_mb() - ready,
+        }
     x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2).float(), torch.from_numpy(volume_stats(images))).numpy()
     x = np.ascontiguousarray(x)
-    result: dict[str, Any] = {"name": spec["name"], "build_seconds": build_seconds, "rss_ready_mb": current_rss_mb(), **describe_backend(segmenter)}
+    result: dict[str, Any] = {
+        "name": spec["name"],
+        "build_seconds": build_seconds,
+        "rss_ready_mb": current_rss_mb(),
+        **describe_backend(segmenter),
+    }
 
     backend = segmenter.backend
     n_single = min(spec["n_single"], len(x))
@@ -159,7 +178,9 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
             times.append(time.perf_counter() - t0)
     result["ms_per_slice_b1"] = 1000 * statistics.median(times)
     result["ms_per_slice_b1_mean"] = 1000 * statistics.fmean(times)
-    result["cpu_ms_per_slice_b1"] = 1000 * (time.process_time() - cpu0) / len(times)  # all threads; less skewed by other jobs
+    result["cpu_ms_per_slice_b1"] = (
+        1000 * (time.process_time() - cpu0) / len(times)
+    )  # all threads; less skewed by other jobs
 
     def volume_rate(seg: Any) -> tuple[float, float]:
         """(slices/s wall, CPU ms per slice) of whole-volume inference, median over reps."""
@@ -178,17 +199,20 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
         plain = type(segmenter)(dataclasses.replace(segmenter.bundle, tta="none"), backend, segmenter.batch_size)
         result["volume_slices_per_s_no_tta"], result["volume_cpu_ms_per_slice_no_tta"] = volume_rate(plain)
     else:
-        result["volume_slices_per_s_no_tta"], result["volume_cpu_ms_per_slice_no_tta"] = result["volume_slices_per_s"], result["volume_cpu_ms_per_slice"]
+        result["volume_slices_per_s_no_tta"], result["volume_cpu_ms_per_slice_no_tta"] = (
+            result["volume_slices_per_s"],
+            result["volume_cpu_ms_per_slice"],
+        )
 
     result["peak_rss_mb"] = peak_rss_mb()  # model + the volume runs (before the Dice patients are loaded)
     if spec.get("eval") and spec["runtime"] != "reference":
-        from lggseg import metrics
+        from lggseg.evaluation import metrics
 
         dices, masks = {}, {}
         for folder in spec["eval"]:
             patient = index_dataset(folder).patients[0]
             vol = load_volume(patient)
-            mask, _ = segmenter.segment(vol.images)
+            mask = segmenter.segment(vol.images)
             dices[patient.name] = metrics.dice(mask, vol.masks)
             masks[patient.name] = np.packbits(mask)
         np.savez_compressed(spec["masks_out"], **masks)
@@ -202,20 +226,28 @@ def quantize_int8(spec: dict[str, Any]) -> dict[str, Any]:
     """Build an int8 static-QDQ ONNX model calibrated on the given (training) patients' slices."""
     import onnx
     import torch
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from lggseg.dataset import index_dataset, load_volume
-    from lggseg.export import build_onnx
-    from lggseg.transforms import normalize, volume_stats
-    from lggseg.weights import load_weights
+    from lggseg.data.dataset import index_dataset, load_volume
+    from lggseg.infer.preprocess import normalize, volume_stats
+    from lggseg.model.bundle import load_weights
+    from lggseg.model.onnx_export import build_onnx
 
     began = time.perf_counter()
     bundle = load_weights(spec["weights"])
     slices = []
     for folder in spec["calibration"]:
         images = load_volume(index_dataset(folder).patients[0], with_masks=False).images
-        x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2).float(), torch.from_numpy(volume_stats(images))).numpy()
+        x = normalize(
+            torch.from_numpy(images).permute(0, 3, 1, 2).float(), torch.from_numpy(volume_stats(images))
+        ).numpy()
         picks = np.linspace(0, len(x) - 1, spec["slices_per_patient"]).round().astype(int)  # spread along z
         slices.append(x[picks])
     calib = np.ascontiguousarray(np.concatenate(slices))
@@ -229,15 +261,19 @@ def quantize_int8(spec: dict[str, Any]) -> dict[str, Any]:
             batch = next(self.items, None)
             return None if batch is None else {"image": batch}
 
-    work = Path(spec["out"]).parent
+    work = Path(spec["out"]).resolve().parent
     fp32, pre = work / "fp32.onnx", work / "fp32_pre.onnx"
     onnx.save_model(build_onnx(bundle), str(fp32))
+    # ONNX Runtime's quantisation tools write scratch files (sym_shape_infer_temp.onnx and a
+    # <uuid>.data external-data file) into the current folder; run them inside a temporary one
+    scratch = tempfile.mkdtemp(prefix="lggseg-quant-")
+    os.chdir(scratch)  # this runs in its own subprocess (--quantize), so the chdir stays local
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)  # symbolic inference cannot follow the dynamic H/W
     # ranges are merged every k batches to bound memory; ORT fails when the last group is empty
     k = next(k for k in range(3, 64) if len(batches) % k)
     quantize_static(
         str(pre),
-        spec["out"],
+        str(work / Path(spec["out"]).name),
         Reader(),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
@@ -246,7 +282,13 @@ def quantize_int8(spec: dict[str, Any]) -> dict[str, Any]:
         calibrate_method=CalibrationMethod.MinMax,
         extra_options={"CalibMaxIntermediateOutputs": k},
     )
-    return {"name": "quantize", "seconds": time.perf_counter() - began, "calibration_slices": len(calib), "calibration_patients": [Path(f).name for f in spec["calibration"]]}
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {
+        "name": "quantize",
+        "seconds": time.perf_counter() - began,
+        "calibration_slices": len(calib),
+        "calibration_patients": [Path(f).name for f in spec["calibration"]],
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,9 +338,9 @@ def time_process(command: list[str], repeats: int) -> tuple[float, list[float]]:
 def pick_patients(args: argparse.Namespace, fold: int) -> tuple[list[str], list[str], str]:
     """(eval patients, calibration patients, description). Calibration patients are training
     patients of ``fold`` only; the bundled sample holds fold-0 test patients."""
-    from lggseg.dataset import index_dataset
-    from lggseg.demo import sample_root
-    from lggseg.splits import split_for_fold
+    from lggseg.data.bundled import sample_root
+    from lggseg.data.dataset import index_dataset
+    from lggseg.data.splits import split_for_fold
 
     sample = [str(p.folder) for p in index_dataset(sample_root()).patients]
     data = Path(args.data)
@@ -311,19 +353,40 @@ def pick_patients(args: argparse.Namespace, fold: int) -> tuple[list[str], list[
     n_cal = 2 if args.quick else args.calib_patients
     calibration = [train[i] for i in np.linspace(0, len(train) - 1, n_cal).round().astype(int)]
     if args.quick:
-        return sample[:1], calibration, f"bundled sample patient (quick); int8 calibrated on {n_cal} fold-{fold} training patients"
+        return (
+            sample[:1],
+            calibration,
+            f"bundled sample patient (quick); int8 calibrated on {n_cal} fold-{fold} training patients",
+        )
     if args.dice_patients:
         test = test[: args.dice_patients]
-    return test, calibration, f"{len(test)} fold-{fold} test patients of {data}; int8 calibrated on {n_cal} fold-{fold} training patients"
+    return (
+        test,
+        calibration,
+        f"{len(test)} fold-{fold} test patients of {data}; int8 calibrated on {n_cal} fold-{fold} training patients",
+    )
 
 
-def cases(args: argparse.Namespace, weights: str, volume: str, eval_patients: list[str], int8: str | None, masks_dir: Path) -> list[dict[str, Any]]:
+def cases(
+    args: argparse.Namespace, weights: str, volume: str, eval_patients: list[str], int8: str | None, masks_dir: Path
+) -> list[dict[str, Any]]:
     quick = args.quick
-    common = {"weights": weights, "volume": volume, "n_single": 5 if quick else 20, "rounds": 1 if quick else 2, "reps": 1 if quick else 3}
+    common = {
+        "weights": weights,
+        "volume": volume,
+        "n_single": 5 if quick else 20,
+        "rounds": 1 if quick else 2,
+        "reps": 1 if quick else 3,
+    }
 
     def case(name: str, dice: bool = True, **kw: Any) -> dict[str, Any]:
         """``dice=False`` for levers that cannot change the numbers (threads, batch size)."""
-        spec = {**common, "name": name, "masks_out": str(masks_dir / (re.sub(r"[^a-z0-9]+", "_", name.lower()) + ".npz")), **kw}
+        spec = {
+            **common,
+            "name": name,
+            "masks_out": str(masks_dir / (re.sub(r"[^a-z0-9]+", "_", name.lower()) + ".npz")),
+            **kw,
+        }
         if spec["runtime"] != "reference" and dice:
             spec["eval"] = eval_patients
         return spec
@@ -364,7 +427,10 @@ def mask_differences(results: list[dict[str, Any]], baseline: str) -> None:
 
 def print_table(results: list[dict[str, Any]], log: Any) -> None:
     ref = results[0] if results and results[0]["name"].startswith("reference") else None
-    header = f"{'case':34} {'ms/slice b1':>11} {'x ref':>6} {'vol sl/s':>9} {'x ref':>6} {'no-TTA sl/s':>11} {'x ref':>6} {'peak RSS MB':>11} {'threads':>7} {'bf16':>5} {'batch':>5} {'Dice':>6} {'vox diff':>8}"
+    header = (
+        f"{'case':34} {'ms/slice b1':>11} {'x ref':>6} {'vol sl/s':>9} {'x ref':>6} {'no-TTA sl/s':>11} "
+        f"{'x ref':>6} {'peak RSS MB':>11} {'threads':>7} {'bf16':>5} {'batch':>5} {'Dice':>6} {'vox diff':>8}"
+    )
     log(header)
     log("-" * len(header))
     for r in results:
@@ -374,18 +440,28 @@ def print_table(results: list[dict[str, Any]], log: Any) -> None:
         dice = f"{r['mean_dice']:.4f}" if "mean_dice" in r else "-"
         diff = str(r.get("voxels_differing_vs_torch_default", "-"))
         log(
-            f"{r['name'][:34]:34} {r['ms_per_slice_b1']:11.1f} {b1_ratio:>6} {r['volume_slices_per_s']:9.2f} {vol_ratio:>6} "
-            f"{r['volume_slices_per_s_no_tta']:11.2f} {plain_ratio:>6} {r['peak_rss_mb']:11.0f} {r['threads']:>7} {str(r.get('bf16', '-')):>5} {r['batch_size']:>5} {dice:>6} {diff:>8}"
+            f"{r['name'][:34]:34} {r['ms_per_slice_b1']:11.1f} {b1_ratio:>6} {r['volume_slices_per_s']:9.2f} "
+            f"{vol_ratio:>6} "
+            f"{r['volume_slices_per_s_no_tta']:11.2f} {plain_ratio:>6} {r['peak_rss_mb']:11.0f} {r['threads']:>7} "
+            f"{str(r.get('bf16', '-')):>5} {r['batch_size']:>5} {dice:>6} {diff:>8}"
         )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer slices, repeats and levers")
     parser.add_argument("--weights", default=None, help="weights to benchmark (default: the shipped model)")
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="full LGG data (fold test patients for Dice, training patients for int8 calibration)")
+    parser.add_argument(
+        "--data",
+        default=str(DEFAULT_DATA),
+        help="full LGG data (fold test patients for Dice, training patients for int8 calibration)",
+    )
     parser.add_argument("--dice-patients", type=int, default=0, help="limit Dice to this many test patients (0: all)")
-    parser.add_argument("--calib-patients", type=int, default=8, help="training patients for int8 calibration (8 slices each)")
+    parser.add_argument(
+        "--calib-patients", type=int, default=8, help="training patients for int8 calibration (8 slices each)"
+    )
     parser.add_argument("--no-levers", action="store_true", help="only the three headline cases")
     parser.add_argument("--no-predict", action="store_true", help="skip the end-to-end `lggseg predict` timing")
     parser.add_argument("--json", default=None, help="write all results to this JSON file")
@@ -400,9 +476,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sys.path.insert(0, str(REPO / "src"))
-    from lggseg.dataset import index_dataset
-    from lggseg.demo import sample_root
-    from lggseg.weights import load_weights, resolve_weights
+    from lggseg.data.bundled import sample_root
+    from lggseg.data.dataset import index_dataset
+    from lggseg.model.bundle import load_weights, resolve_weights
 
     def log(message: str) -> None:
         print(message, flush=True)
@@ -412,13 +488,25 @@ def main(argv: list[str] | None = None) -> int:
     bundle = load_weights(args.weights)
     fold = int(bundle.info.get("fold", 0) or 0)
     patients = index_dataset(sample_root()).patients
-    volume = next(p for p in patients if len(p.slices) == 20) if any(len(p.slices) == 20 for p in patients) else patients[0]
+    volume = (
+        next(p for p in patients if len(p.slices) == 20) if any(len(p.slices) == 20 for p in patients) else patients[0]
+    )
     eval_patients, calibration, selection = pick_patients(args, fold)
-    log(f"lggseg inference benchmark ({'quick' if args.quick else 'full'}); python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    log(
+        f"lggseg inference benchmark ({'quick' if args.quick else 'full'}); python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
     log(f"weights: {source} (sha256 {bundle.sha256[:12]}, {bundle.config}, tta={bundle.tta})")
     log(f"volume: {volume.name} ({len(volume.slices)} slices); Dice on: {selection}")
 
-    report: dict[str, Any] = {"quick": args.quick, "weights": str(source), "weights_sha256": bundle.sha256, "volume": volume.name, "selection": selection, "cpus": os.cpu_count()}
+    report: dict[str, Any] = {
+        "quick": args.quick,
+        "weights": str(source),
+        "weights_sha256": bundle.sha256,
+        "volume": volume.name,
+        "selection": selection,
+        "cpus": os.cpu_count(),
+    }
     with tempfile.TemporaryDirectory(prefix="lggseg-bench-") as tmp_name:
         tmp = Path(tmp_name)
         # a private copy of the weights, so the ONNX cache (written next to the weights) is cold
@@ -429,9 +517,19 @@ def main(argv: list[str] | None = None) -> int:
         int8 = None
         if calibration and not args.no_levers:
             log(f"quantising to int8 (static QDQ, calibrated on {len(calibration)} training patients) ...")
-            spec = {"weights": str(weights), "calibration": calibration, "slices_per_patient": 8, "out": str(tmp / "int8" / "model_int8.onnx")}
+            spec = {
+                "weights": str(weights),
+                "calibration": calibration,
+                "slices_per_patient": 8,
+                "out": str(tmp / "int8" / "model_int8.onnx"),
+            }
             (tmp / "int8").mkdir()
-            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--quantize", json.dumps(spec)], capture_output=True, text=True, env=worker_env())
+            proc = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "--quantize", json.dumps(spec)],
+                capture_output=True,
+                text=True,
+                env=worker_env(),
+            )
             if proc.returncode == 0:
                 report["quantize"] = json.loads(proc.stdout.strip().splitlines()[-1])
                 int8 = spec["out"]
@@ -442,7 +540,10 @@ def main(argv: list[str] | None = None) -> int:
         prep = run_worker({"name": "onnx export", "runtime": "onnx", "weights": str(weights), "only_build": True}, log)
         if prep is not None:
             report["onnx_cold_start"] = prep
-            log(f"  ONNX backend cold start (export + session): {prep['build_seconds']:.1f} s, peak RSS {prep['peak_rss_mb']:.0f} MB")
+            log(
+                f"  ONNX backend cold start (export + session): {prep['build_seconds']:.1f} s, peak RSS "
+                f"{prep['peak_rss_mb']:.0f} MB"
+            )
         results = []
         for spec in cases(args, str(weights), str(volume.folder), eval_patients, int8, tmp):
             log(f"running {spec['name']} ...")
@@ -454,7 +555,14 @@ def main(argv: list[str] | None = None) -> int:
         mask_differences(results, "ours torch (default)")
         memory = []
         for runtime in ("torch", "onnx"):
-            spec = {"name": f"ours {runtime} (default)", "runtime": runtime, "default": True, "weights": str(weights), "volume": str(volume.folder), "tile": 10}
+            spec = {
+                "name": f"ours {runtime} (default)",
+                "runtime": runtime,
+                "default": True,
+                "weights": str(weights),
+                "volume": str(volume.folder),
+                "tile": 10,
+            }
             log(f"running {spec['name']} on a {10 * len(volume.slices)}-slice volume (memory) ...")
             result = run_worker(spec, log)
             if result is not None:
@@ -466,15 +574,41 @@ def main(argv: list[str] | None = None) -> int:
             predict: dict[str, Any] = {}
             help_cmd = command + ["--help"]
             predict["lggseg --help"] = time_process(help_cmd, repeats)[0]
-            runs = [("torch", command + ["predict", str(volume.folder), "--out", str(tmp / "pred_torch")] + ([] if args.weights is None else ["--weights", str(weights)]))]
-            runs.append(("onnx", command + ["predict", str(volume.folder), "--out", str(tmp / "pred_onnx"), "--weights", str(weights), "--runtime", "onnx"]))
+            runs = [
+                (
+                    "torch",
+                    command
+                    + ["predict", str(volume.folder), "--out", str(tmp / "pred_torch")]
+                    + ([] if args.weights is None else ["--weights", str(weights)]),
+                )
+            ]
+            runs.append(
+                (
+                    "onnx",
+                    command
+                    + [
+                        "predict",
+                        str(volume.folder),
+                        "--out",
+                        str(tmp / "pred_onnx"),
+                        "--weights",
+                        str(weights),
+                        "--runtime",
+                        "onnx",
+                    ],
+                )
+            )
             for runtime, cmd in runs:
                 try:
                     seconds, _ = time_process(cmd, repeats)
                 except RuntimeError as exc:
                     log(f"  predict ({runtime}) FAILED: {exc}")
                     continue
-                shown = " ".join(["lggseg"] + cmd[len(command) :]).replace(str(volume.folder), f"<sample>/{volume.name}").replace(str(tmp), "<tmp>")
+                shown = (
+                    " ".join(["lggseg"] + cmd[len(command) :])
+                    .replace(str(volume.folder), f"<sample>/{volume.name}")
+                    .replace(str(tmp), "<tmp>")
+                )
                 predict[shown] = seconds
             report["process_seconds"] = predict
 
@@ -483,30 +617,48 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results, log)
     log("")
     log("CPU time (all threads of the process), less skewed than wall time when other jobs share the machine:")
-    log(f"{'case':34} {'CPU ms/slice b1':>15} {'x ref':>6} {'CPU ms/slice vol':>16} {'x ref':>6} {'no TTA':>8} {'x ref':>6}")
+    log(
+        f"{'case':34} {'CPU ms/slice b1':>15} {'x ref':>6} {'CPU ms/slice vol':>16} {'x ref':>6} {'no TTA':>8} "
+        f"{'x ref':>6}"
+    )
     ref = results[0] if results and results[0]["name"].startswith("reference") else None
     for r in results:
         ratios = [f"{ref[k] / r[k]:.1f}" if ref else "-" for k in ("cpu_ms_per_slice_b1", "volume_cpu_ms_per_slice")]
         plain = f"{ref['volume_cpu_ms_per_slice'] / r['volume_cpu_ms_per_slice_no_tta']:.1f}" if ref else "-"
-        log(f"{r['name'][:34]:34} {r['cpu_ms_per_slice_b1']:15.1f} {ratios[0]:>6} {r['volume_cpu_ms_per_slice']:16.1f} {ratios[1]:>6} {r['volume_cpu_ms_per_slice_no_tta']:8.1f} {plain:>6}")
+        log(
+            f"{r['name'][:34]:34} {r['cpu_ms_per_slice_b1']:15.1f} {ratios[0]:>6} {r['volume_cpu_ms_per_slice']:16.1f} "
+            f"{ratios[1]:>6} {r['volume_cpu_ms_per_slice_no_tta']:8.1f} {plain:>6}"
+        )
     log("")
     log("  ms/slice b1: one network call on one slice (no TTA), median.  vol sl/s: Segmenter.probabilities on the")
     log("  whole volume (normalisation + shipped TTA + network); the reference has no TTA.  Dice: mean per-patient,")
-    log("  post-processed as shipped.  vox diff: mask voxels differing from 'ours torch (default)' over the Dice patients.")
+    log(
+        "  post-processed as shipped.  vox diff: mask voxels differing from 'ours torch (default)' over the Dice "
+        "patients."
+    )
     for m in report.get("memory", []):
-        log(f"{m['name']}: {m['slices']}-slice volume in {m['seconds']:.1f} s; peak RSS {m['peak_rss_mb']:.0f} MB, {m['growth_mb']:.0f} MB above the loaded model and volume")
+        log(
+            f"{m['name']}: {m['slices']}-slice volume in {m['seconds']:.1f} s; peak RSS {m['peak_rss_mb']:.0f} MB, "
+            f"{m['growth_mb']:.0f} MB above the loaded model and volume"
+        )
     if "onnx_cold_start" in report:
-        log(f"ONNX backend start: {report['onnx_cold_start']['build_seconds']:.1f} s with a cold cache (export), "
-            + ", ".join(f"{r['build_seconds']:.1f} s" for r in results if r["name"] == "ours onnx (default)") + " with the cached file")
+        log(
+            f"ONNX backend start: {report['onnx_cold_start']['build_seconds']:.1f} s with a cold cache (export), "
+            + ", ".join(f"{r['build_seconds']:.1f} s" for r in results if r["name"] == "ours onnx (default)")
+            + " with the cached file"
+        )
     if "process_seconds" in report:
         log("Whole-process wall time (median), from start to written files:")
         for command, seconds in report["process_seconds"].items():
             log(f"  {seconds:6.2f} s  {command}")
     report["results"] = results
     report["seconds"] = time.perf_counter() - started
-    log(f"benchmark took {report['seconds']:.0f} s; load average now {os.getloadavg()[0]:.1f} (numbers are skewed when other jobs run)")
+    log(
+        f"benchmark took {report['seconds']:.0f} s; load average now {os.getloadavg()[0]:.1f} (numbers are skewed when "
+        "other jobs run)"
+    )
     if args.json:
-        from lggseg import atomic
+        from lggseg.io import atomic
 
         atomic.write_text(args.json, json.dumps(report, indent=1, default=str))
         log(f"results in {args.json}")

@@ -61,7 +61,20 @@ def sample_slices() -> list[Path]:
 
 
 def start_server(port: int, args: argparse.Namespace, log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "lggseg", "serve", "--host", HOST, "--port", str(port), "--runtime", args.runtime, "--queue", str(max(16, args.concurrency))]
+    command = [
+        sys.executable,
+        "-m",
+        "lggseg",
+        "serve",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--runtime",
+        args.runtime,
+        "--queue",
+        str(max(16, args.concurrency)),
+    ]
     if args.weights:
         command += ["--weights", args.weights]
     with open(log, "wb") as sink:
@@ -106,7 +119,9 @@ def run_load(base: str, slices: list[Path], args: argparse.Namespace) -> tuple[l
     with httpx.Client(timeout=args.request_timeout, limits=limits) as client:
 
         def one(i: int) -> None:
-            chosen = [payloads[(i * args.slices_per_request + k) % len(payloads)] for k in range(args.slices_per_request)]
+            chosen = [
+                payloads[(i * args.slices_per_request + k) % len(payloads)] for k in range(args.slices_per_request)
+            ]
             files = [("files", (name, data, "application/octet-stream")) for name, data in chosen]
             began = time.perf_counter()
             try:
@@ -134,7 +149,9 @@ def run_load(base: str, slices: list[Path], args: argparse.Namespace) -> tuple[l
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=200, help="requests to send (default 200)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8)")
     parser.add_argument("--quick", action="store_true", help="24 requests from 4 clients")
@@ -144,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime", default="torch", choices=["torch", "onnx"])
     parser.add_argument("--warmup", type=int, default=2, help="uncounted requests first (default 2)")
     parser.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request")
-    parser.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to wait for the server to be ready")
+    parser.add_argument(
+        "--startup-timeout", type=float, default=600.0, help="seconds to wait for the server to be ready"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
     if args.quick:
@@ -191,12 +210,23 @@ def main(argv: list[str] | None = None) -> int:
         "workers": health["limits"]["workers"],
         "cpu_count": os.cpu_count(),
     }
-    print(f"lggseg serve load test: {args.requests} requests, {args.concurrency} concurrent clients, {args.slices_per_request} slice(s) each, on {base}")
+    print(
+        f"lggseg serve load test: {args.requests} requests, {args.concurrency} concurrent clients, "
+        f"{args.slices_per_request} slice(s) each, on {base}"
+    )
     print(f"  ok / errors        {report['ok']} / {report['errors']}")
     print(f"  wall time          {report['wall_s']:.2f} s")
-    print(f"  throughput         {report['throughput_req_s']:.2f} requests/s ({report['throughput_slices_s']:.2f} slices/s)")
-    print(f"  latency p50/95/99  {report['latency_p50_s']:.3f} / {report['latency_p95_s']:.3f} / {report['latency_p99_s']:.3f} s (max {report['latency_max_s']:.3f})")
-    print(f"  server peak RSS    {report['server_peak_rss_mb']} MB (idle after start {report['server_rss_idle_mb']} MB)")
+    print(
+        f"  throughput         {report['throughput_req_s']:.2f} requests/s ({report['throughput_slices_s']:.2f} "
+        "slices/s)"
+    )
+    print(
+        f"  latency p50/95/99  {report['latency_p50_s']:.3f} / {report['latency_p95_s']:.3f} / "
+        f"{report['latency_p99_s']:.3f} s (max {report['latency_max_s']:.3f})"
+    )
+    print(
+        f"  server peak RSS    {report['server_peak_rss_mb']} MB (idle after start {report['server_rss_idle_mb']} MB)"
+    )
     for problem in sorted(set(errors))[:5]:
         print(f"  error: {problem}")
     if args.json:

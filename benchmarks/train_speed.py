@@ -7,7 +7,7 @@ batch shape (16 x 3 x 256 x 256), and reports training images per second:
                     bf16 autocast where the CPU has it, *including* our batched augmentation;
 * peers_same      - the same f=16 model trained the way peers do it: eager fp32, NCHW,
                     default allocator, no augmentation cost counted;
-* reference_f32   - DESIGN.md's reference model (classic U-Net f=32, 7.76 M parameters), peers' way;
+* reference_f32   - the reference model of docs/protocol.md (classic U-Net f=32, 7.76 M parameters), peers' way;
 * ours_f32        - the reference architecture with our settings (for scale).
 
     python benchmarks/train_speed.py [--steps 12] [--rounds 2] [--quick]
@@ -34,15 +34,15 @@ def worker(name: str, steps: int, warmup: int) -> dict:
     spec = VARIANTS[name]
     tuned = spec["tuned"]
     if tuned:
-        from lggseg import runtime
+        from lggseg.infer import runtime
 
         runtime.tune_malloc()
     import torch
 
-    from lggseg import runtime
-    from lggseg.losses import dice_bce_loss
-    from lggseg.model import UNet, UNetConfig
-    from lggseg.transforms import AugmentConfig, augment
+    from lggseg.infer import runtime
+    from lggseg.model.unet import UNet, UNetConfig
+    from lggseg.train.augment import AugmentConfig, augment
+    from lggseg.train.losses import dice_bce_loss
 
     torch.manual_seed(0)
     device = torch.device("cpu")
@@ -83,7 +83,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2, help="alternate the variants this many times; the best round counts")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="alternate the variants this many times; the best round counts"
+    )
     parser.add_argument("--quick", action="store_true", help="2 steps, 1 round (smoke test)")
     parser.add_argument("--worker", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -96,16 +98,34 @@ def main() -> None:
     for _ in range(args.rounds):
         for name in VARIANTS:
             env = {k: v for k, v in os.environ.items() if not k.startswith("GLIBC_TUNABLES")}
-            out = subprocess.run([sys.executable, __file__, "--worker", name, "--steps", str(args.steps), "--warmup", str(args.warmup)], capture_output=True, text=True, env=env, check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", name, "--steps", str(args.steps), "--warmup", str(args.warmup)],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
             result = json.loads(out.stdout.strip().splitlines()[-1])
             if name not in best or result["images_per_s"] > best[name]["images_per_s"]:
                 best[name] = result
-    print(f"training images/s, batch 16 x 3 x 256 x 256, {best['ours']['threads']} threads, best of {args.rounds} round(s) x {args.steps} steps")
+    print(
+        f"training images/s, batch 16 x 3 x 256 x 256, {best['ours']['threads']} threads, best of {args.rounds} "
+        f"round(s) x {args.steps} steps"
+    )
     for name, result in best.items():
         print(f"  {name:14s} {result['images_per_s']:7.2f} img/s   bf16={result['bf16']}")
-    print(f"ratio ours / peers_same (same f=16 model)      {best['ours']['images_per_s'] / best['peers_same']['images_per_s']:.2f}x")
-    print(f"ratio ours / reference_f32 (DESIGN reference)  {best['ours']['images_per_s'] / best['reference_f32']['images_per_s']:.2f}x")
-    print(f"ratio ours_f32 / reference_f32 (same f=32)     {best['ours_f32']['images_per_s'] / best['reference_f32']['images_per_s']:.2f}x")
+    print(
+        "ratio ours / peers_same (same f=16 model)      "
+        f"{best['ours']['images_per_s'] / best['peers_same']['images_per_s']:.2f}x"
+    )
+    print(
+        "ratio ours / reference_f32 (docs/protocol.md reference)  "
+        f"{best['ours']['images_per_s'] / best['reference_f32']['images_per_s']:.2f}x"
+    )
+    print(
+        "ratio ours_f32 / reference_f32 (same f=32)     "
+        f"{best['ours_f32']['images_per_s'] / best['reference_f32']['images_per_s']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

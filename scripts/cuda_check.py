@@ -29,14 +29,18 @@ WARMUP_STEPS = 5
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--width", type=int, default=32, help="U-Net base width (32 = the reference model, 7.76 M parameters)")
+    parser.add_argument(
+        "--width", type=int, default=32, help="U-Net base width (32 = the reference model, 7.76 M parameters)"
+    )
     parser.add_argument("--batch", type=int, default=32, help="global batch size")
     parser.add_argument("--steps", type=int, default=40, help="training steps per part")
     parser.add_argument("--data", default=None, help="kaggle_3m-style folder (default: the bundled sample)")
     parser.add_argument("--fold", type=int, default=None, help="fold to train (default 1 for the sample, 0 otherwise)")
     parser.add_argument("--part", choices=["all", "single", "ddp"], default="all", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--cpu-dry-run", action="store_true", help=argparse.SUPPRESS)  # exercise this script's logic on a CPU
+    parser.add_argument(
+        "--cpu-dry-run", action="store_true", help=argparse.SUPPRESS
+    )  # exercise this script's logic on a CPU
     return parser.parse_args(argv)
 
 
@@ -46,7 +50,10 @@ def require_cuda() -> None:
 
     if not torch.cuda.is_available():
         built = torch.version.cuda or "none (CPU-only build)"
-        print(f"error: CUDA is not available (torch {torch.__version__}, CUDA build: {built}); run this on a GPU machine", file=sys.stderr)
+        print(
+            f"error: CUDA is not available (torch {torch.__version__}, CUDA build: {built}); run this on a GPU machine",
+            file=sys.stderr,
+        )
         sys.exit(2)
 
 
@@ -56,10 +63,10 @@ def measure(args: argparse.Namespace, out: Path, label: str) -> dict:
 
     cuda = not args.cpu_dry_run
 
-    from lggseg import distributed
-    from lggseg.config import config_from_dict
-    from lggseg.demo import sample_root
-    from lggseg.train import train
+    from lggseg.data.bundled import sample_root
+    from lggseg.train import distributed
+    from lggseg.train.config import config_from_dict
+    from lggseg.train.loop import train
 
     data = args.data or str(sample_root())
     fold = args.fold if args.fold is not None else (1 if args.data is None else 0)
@@ -95,7 +102,11 @@ def measure(args: argparse.Namespace, out: Path, label: str) -> dict:
     dist = distributed.dist_from_env()
     steady = stamps[WARMUP_STEPS:]
     per_rank_batch = args.batch // dist.world_size
-    images_per_s = (len(steady) - 1) * per_rank_batch * dist.world_size / (steady[-1] - steady[0]) if len(steady) > 1 else float("nan")
+    images_per_s = (
+        (len(steady) - 1) * per_rank_batch * dist.world_size / (steady[-1] - steady[0])
+        if len(steady) > 1
+        else float("nan")
+    )
     device = torch.cuda.current_device() if cuda else None
     result = {
         "part": label,
@@ -131,7 +142,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.part in ("all", "single"):
             measure(args, Path(tmp) / "single", "single process")
         if args.part in ("all", "ddp"):
-            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", __file__, "--part", "ddp", "--out", str(Path(tmp) / "ddp")]
+            command = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node=1",
+                __file__,
+                "--part",
+                "ddp",
+                "--out",
+                str(Path(tmp) / "ddp"),
+            ]
             command += ["--width", str(args.width), "--batch", str(args.batch), "--steps", str(args.steps)]
             command += ["--cpu-dry-run"] if args.cpu_dry_run else []
             if args.data:

@@ -1,6 +1,6 @@
 """Render an ``lggseg evaluate`` metrics.json as the Markdown tables of MODEL_CARD.md.
 
-    python scripts/metrics_table.py EV/metrics.json
+python scripts/metrics_table.py EV/metrics.json
 """
 
 from __future__ import annotations
@@ -17,19 +17,27 @@ def fmt(value, digits: int = 3) -> str:
 
 def main(path: str) -> None:
     report = json.load(open(path))
-    print("| patients | mean Dice | median Dice | min Dice | mean IoU | median HD95 (vox) | mean abs. volume error (vox) | Dice on tumor slices | FP rate on tumor-free slices |")
+    print(
+        "| patients | mean Dice | median Dice | min Dice | mean IoU | median HD95 (vox) | mean abs. volume error (vox) "
+        "| Dice on tumor slices | FP rate on tumor-free slices |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     print(
-        f"| {report['n_patients']} | {fmt(report['mean_dice'])} | {fmt(report['median_dice'])} | {fmt(report['min_dice'])} | "
+        f"| {report['n_patients']} | {fmt(report['mean_dice'])} | {fmt(report['median_dice'])} | "
+        f"{fmt(report['min_dice'])} | "
         f"{fmt(report['mean_iou'])} | {fmt(report['median_hd95'], 1)} | {fmt(report['mean_abs_volume_error'], 0)} | "
         f"{fmt(report['mean_dice_tumor_slices'])} | {fmt(report['false_positive_rate_empty_slices'])} |"
     )
     print()
-    print("| patient | Dice | IoU | HD95 (vox) | true volume (vox) | predicted volume (vox) | FP slices / tumor-free slices |")
+    print(
+        "| patient | Dice | IoU | HD95 (vox) | true volume (vox) | predicted volume (vox) | FP slices / tumor-free "
+        "slices |"
+    )
     print("|---|---|---|---|---|---|---|")
     for row in sorted(report["per_patient"], key=lambda r: r["dice"]):
         print(
-            f"| {row['patient']} | {fmt(row['dice'])} | {fmt(row['iou'])} | {fmt(row['hd95'], 1)} | {row['volume_true']} | "
+            f"| {row['patient']} | {fmt(row['dice'])} | {fmt(row['iou'])} | {fmt(row['hd95'], 1)} | "
+            f"{row['volume_true']} | "
             f"{row['volume_pred']} | {row['n_false_positive_slices']} / {row['n_empty_slices']} |"
         )
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lggseg.demo import sample_root
+from lggseg.data.bundled import sample_root
 
 FULL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lgg" / "kaggle_3m"
 
@@ -33,6 +33,20 @@ def full_data() -> Path:
     if not FULL_DATA.is_dir():
         pytest.skip(f"needs the full LGG data set at {FULL_DATA} (absent in a fresh clone)")
     return FULL_DATA
+
+
+@pytest.fixture(scope="session")
+def shipped_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped model exported to ONNX through ``lggseg export``, once per test session."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    from lggseg.commands.cli import main
+
+    path = tmp_path_factory.mktemp("export") / "lggseg_unet.onnx"
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "--format", "onnx", "--out", str(path)])
+    assert exc.value.code == 0
+    return path
 
 
 @pytest.fixture(scope="session")

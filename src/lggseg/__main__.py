@@ -1,3 +1,3 @@
-from lggseg.cli import main
+from lggseg.commands.cli import main
 
 main()

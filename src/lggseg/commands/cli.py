@@ -1,0 +1,276 @@
+"""The ``lggseg`` command line: thin shells that parse options and call one library function.
+
+User errors (bad path, bad file, bad option) print one ``error: ...`` line on stderr and exit
+with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from lggseg.errors import LggsegError
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    no_args_is_help=True,
+    help="Segment lower-grade glioma FLAIR abnormality in brain MRI.",
+)
+data_app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True, help="Inspect data folders.")
+app.add_typer(data_app, name="data")
+
+RUNTIME = typer.Option("torch", "--runtime", help="inference runtime: torch or onnx (ONNX Runtime, CPU)")
+DEVICE = typer.Option("auto", "--device", help="torch device: auto (CUDA when present), cpu, cuda, cuda:1...")
+BF16 = typer.Option("auto", "--bf16", help="bf16 autocast (torch): auto (where the hardware has it), on, off")
+THREADS = typer.Option(0, "--threads", min=0, help="intra-op CPU threads (0: the runtime's default)")
+BATCH_SIZE = typer.Option(8, "--batch-size", min=1, help="slices per network call (memory grows with it)")
+
+
+def _say(message: str) -> None:
+    typer.echo(message)
+
+
+def _inference(runtime: str, device: str, bf16: str, threads: int, batch_size: int) -> Any:
+    """The :class:`~lggseg.infer.segmenter.InferenceConfig` of the inference options."""
+    from lggseg.infer.segmenter import InferenceConfig
+
+    return InferenceConfig(runtime=runtime, device=device, bf16=bf16, threads=threads, batch_size=batch_size)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", help="print the version and exit", is_eager=True)) -> None:
+    if version:
+        from lggseg.version import __version__
+
+        typer.echo(f"lggseg {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("lggseg_demo"), "--out", help="output folder"),
+    runtime: str = RUNTIME,
+    device: str = DEVICE,
+    bf16: str = BF16,
+    threads: int = THREADS,
+    batch_size: int = BATCH_SIZE,
+) -> None:
+    """Run the shipped model on the bundled sample patients and write overlays, NIfTI and figures."""
+    from lggseg.pipeline.demo import run_demo
+
+    run_demo(out, inference=_inference(runtime, device, bf16, threads, batch_size), log=_say)
+
+
+@data_app.command("check")
+def data_check(folder: Path = typer.Argument(..., help="a kaggle_3m-style folder (or its parent)")) -> None:
+    """Validate every file of a data folder and print counts and problems."""
+    from lggseg.data.dataset import check_dataset
+
+    report = check_dataset(folder, progress=True)
+    _say(f"data folder:        {report.root}")
+    _say(f"patients:           {report.n_patients}")
+    _say(f"slices:             {report.n_slices}")
+    _say(f"slices with tumor:  {report.n_tumor_slices}")
+    _say(f"slices without:     {report.n_empty_slices}")
+    _say("patients per institution: " + ", ".join(f"{k} {v}" for k, v in report.institutions.items()))
+    _say(f"problems:           {len(report.problems)}")
+    for problem in report.problems:
+        _say(f"  - {problem}")
+
+
+@app.command()
+def train(
+    data: Optional[Path] = typer.Option(None, "--data", help="kaggle_3m-style data folder"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML training config"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run folder to create"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="run folder to continue"),
+    fold: Optional[int] = typer.Option(None, "--fold", help="canonical fold held out as test (0-4)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="total number of epochs"),
+    nproc: int = typer.Option(
+        1, "--nproc", help="train with N local processes (DDP: one per GPU, or gloo on CPU); see docs/distributed.md"
+    ),
+) -> None:
+    """Train a U-Net on the training patients of a fold
+    (also under torchrun: `torchrun --nproc_per_node=N -m lggseg train ...`)."""
+    from lggseg.train import distributed
+    from lggseg.train.config import load_config
+    from lggseg.train.loop import train as train_run
+    from lggseg.train.run_folder import RunFolder
+
+    if resume is not None:
+        if config is not None or fold is not None:
+            raise LggsegError("--resume continues a run with its own config; do not pass --config or --fold")
+        cfg = RunFolder(resume).config().replace(out=str(resume), data=str(data) if data else None, epochs=epochs)
+    else:
+        if data is None:
+            raise LggsegError("--data is required (a kaggle_3m-style folder)")
+        cfg = load_config(config).replace(data=str(data), fold=fold, epochs=epochs, out=str(out) if out else None)
+        if out is None and config is None:
+            raise LggsegError("--out is required (the run folder to create)")
+        if RunFolder(cfg.out).has_checkpoint():
+            raise LggsegError(f"{cfg.out}: already holds a run; use --resume {cfg.out} or another --out")
+    if nproc < 1:
+        raise LggsegError(f"--nproc must be >= 1, got {nproc}")
+    if nproc > 1:
+        distributed.local_batch_size(cfg.batch_size, distributed.Dist(world_size=nproc))  # fail before starting workers
+        distributed.launch(nproc, train_run, cfg, resume is not None, _say)
+    else:
+        train_run(cfg, resume=resume is not None, log=_say)
+    if distributed.dist_from_env().is_main:
+        _say(f"run folder: {cfg.out}")
+
+
+@app.command()
+def cv(
+    data: Path = typer.Option(..., "--data", help="kaggle_3m-style data folder"),
+    out: Path = typer.Option(..., "--out", help="cross-validation folder (fold_K/run, fold_K/test, merged report)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML training config used for every fold"),
+    folds: int = typer.Option(5, "--folds", help="run canonical folds 0..N-1 (5 = the full cross-validation)"),
+    only_fold: Optional[int] = typer.Option(
+        None, "--only-fold", help="train and evaluate this fold only (merge when all are done)"
+    ),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="total number of epochs per fold"),
+    merge_only: bool = typer.Option(
+        False, "--merge-only", help="train nothing: evaluate finished folds and merge the report"
+    ),
+    nproc: int = typer.Option(1, "--nproc", help="train each fold with N local DDP processes"),
+) -> None:
+    """Cross-validate on the canonical split and write one out-of-fold report (skips folds already done)."""
+    from lggseg.train.config import load_config
+    from lggseg.train.cv import cross_validate
+
+    if nproc < 1:
+        raise LggsegError(f"--nproc must be >= 1, got {nproc}")
+    cfg = load_config(config).replace(data=str(data), epochs=epochs)
+    cross_validate(cfg, out, folds, only_fold, merge_only, nproc, log=_say)
+
+
+@app.command()
+def evaluate(
+    data: Path = typer.Option(..., "--data", help="kaggle_3m-style data folder with masks"),
+    out: Path = typer.Option(..., "--out", help="report folder (metrics.json, per_patient.csv, plots)"),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="weights file or run folder (default: shipped model)"
+    ),
+    fold: Optional[int] = typer.Option(None, "--fold", help="evaluate the test patients of this canonical fold"),
+    runtime: str = RUNTIME,
+    device: str = DEVICE,
+    bf16: str = BF16,
+    threads: int = THREADS,
+    batch_size: int = BATCH_SIZE,
+) -> None:
+    """Per-patient evaluation by the protocol of docs/protocol.md."""
+    from lggseg.evaluation.evaluate import evaluate as run_evaluate
+
+    run_evaluate(data, out, weights, fold, _inference(runtime, device, bf16, threads, batch_size), log=_say)
+
+
+@app.command()
+def predict(
+    inputs: List[Path] = typer.Argument(..., help="slice files, patient folders, folders of patients or NIfTI volumes"),
+    out: Path = typer.Option(..., "--out", help="output folder"),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="weights file or run folder (default: shipped model)"
+    ),
+    runtime: str = RUNTIME,
+    device: str = DEVICE,
+    bf16: str = BF16,
+    threads: int = THREADS,
+    batch_size: int = BATCH_SIZE,
+) -> None:
+    """Segment new scans; write masks, overlays, NIfTI volumes and summary.csv."""
+    from lggseg.pipeline.predict import predict as run_predict
+
+    inference = _inference(runtime, device, bf16, threads, batch_size)
+    report = run_predict(list(inputs), out, weights, inference, log=lambda m: typer.echo(m, err=True))
+    for case in report.cases:
+        _say(
+            f"{case.name}: tumor volume {case.volume} voxels"
+            + (f", Dice {case.dice:.3f}" if case.dice is not None else "")
+        )
+    _say(f"outputs in {out}; summary in {report.summary_csv}")
+    if report.failures:
+        typer.echo(f"error: {len(report.failures)} input(s) failed, {len(report.cases)} succeeded", err=True)
+        raise typer.Exit(2)
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(..., "--out", help="ONNX file to write (its folder must exist)"),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="weights file or run folder (default: shipped model)"
+    ),
+    export_format: str = typer.Option("onnx", "--format", help="export format (onnx)"),
+) -> None:
+    """Export the model (with its sigmoid) to ONNX: dynamic batch and size, metadata inside."""
+    if export_format.lower() != "onnx":
+        raise LggsegError(f"--format {export_format!r} is not supported; the only export format is onnx")
+    from lggseg.model.onnx_export import export_onnx
+
+    path = export_onnx(weights, out)
+    _say(
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input 'image' float32 (batch, 3, H, W) normalised, output "
+        "'probability' (batch, 1, H, W)"
+    )
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(
+        "127.0.0.1",
+        "--host",
+        help="address to listen on (loopback by default; anything else is reachable from other machines)",
+    ),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port"),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="weights file or run folder (default: shipped model)"
+    ),
+    runtime: str = RUNTIME,
+    device: str = DEVICE,
+    bf16: str = BF16,
+    threads: int = THREADS,
+    batch_size: int = BATCH_SIZE,
+    max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", help="largest request body in MB (2^20 bytes)"),
+    max_image_side: int = typer.Option(2048, "--max-image-side", min=1, help="largest slice width or height in pixels"),
+    workers: int = typer.Option(1, "--workers", min=1, help="requests segmented at the same time"),
+    queue: int = typer.Option(16, "--queue", min=0, help="requests allowed to wait; more get 503"),
+) -> None:
+    """Web page and HTTP API (FastAPI + uvicorn): open http://127.0.0.1:8000/ in a browser."""
+    from lggseg.serve.app import serve as run_server
+    from lggseg.serve.limits import ServerLimits
+
+    limits = ServerLimits(
+        max_upload_bytes=int(max_upload_mb * 2**20), max_image_side=max_image_side, workers=workers, queue=queue
+    )
+    run_server(host, port, weights, _inference(runtime, device, bf16, threads, batch_size), limits, log=_say)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console entry point: map user errors to one line on stderr and exit status 2."""
+    try:
+        code = app(args=argv, prog_name="lggseg", standalone_mode=False)
+    except typer.Exit as exc:  # raised by --help / no_args_is_help in some Typer versions
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # usage errors: unknown option, missing argument, bad value
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `lggseg` or `lggseg data`: show help
+            typer.echo(message)
+            sys.exit(0)
+        typer.echo(f"error: {' '.join(message.split())}", err=True)
+        sys.exit(2)
+    except LggsegError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Inference: preprocessing, backends, post-processing and the one predict path (Segmenter)."""

@@ -1,0 +1,1 @@
+"""Bytes in and out: image and NIfTI decoding, atomic writes, progress bars."""

@@ -1,0 +1,1 @@
+"""The network: the U-Net, its self-describing weights bundle and the ONNX export."""

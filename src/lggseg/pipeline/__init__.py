@@ -1,0 +1,1 @@
+"""Use cases above inference and evaluation: predicting input files and folders, the demo."""

@@ -1,0 +1,1 @@
+"""Training: config, run folder, the loop, augmentation, losses, calibration, cross-validation, DDP."""

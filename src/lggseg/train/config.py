@@ -1,0 +1,113 @@
+"""The training configuration: one frozen, typed dataclass, loaded from YAML."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from lggseg.errors import LggsegError
+from lggseg.model.unet import UNetConfig
+from lggseg.train.augment import AugmentConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run. Paths are given by the caller, never the environment."""
+
+    data: str = ""
+    out: str = "runs/run"
+    fold: int = 0
+    n_validation: int = 8
+    split_seed: int = 0
+    seed: int = 42
+    epochs: int = 40
+    samples_per_epoch: int = 1600
+    batch_size: int = 16
+    crop_size: int = 0  # train on crop_size x crop_size patches (0 = whole slices); see transforms.tumor_biased_crop
+    fg_fraction: float = 0.5
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.02
+    bce_weight: float = 1.0
+    patience: int = 0
+    device: str = "auto"
+    bf16: str = "auto"
+    threads: int = 0
+    max_train_patients: int = 0
+    calibrate: bool = True
+    sync_bn: bool = False  # SyncBatchNorm across processes in distributed training (CUDA only)
+    model: UNetConfig = field(default_factory=UNetConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.samples_per_epoch >= self.batch_size, "samples_per_epoch must be >= batch_size"),
+            (self.batch_size >= 2, "batch_size must be >= 2 (BatchNorm)"),
+            (
+                self.crop_size == 0 or 32 <= self.crop_size <= 256 and self.crop_size % 16 == 0,
+                "crop_size must be 0 or a multiple of 16 in [32, 256]",
+            ),
+            (0.0 <= self.fg_fraction <= 1.0, "fg_fraction must be in [0, 1]"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.n_validation >= 1, "n_validation must be >= 1"),
+            (self.bf16 in ("auto", "on", "off"), "bf16 must be auto, on or off"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise LggsegError(f"config: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise LggsegError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise LggsegError(f"{where}: {exc}") from None
+
+
+def config_from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
+    values = dict(values)
+    model = _build(UNetConfig, values.pop("model", {}) or {}, f"{where} [model]")
+    aug_values = dict(values.pop("augment", {}) or {})
+    for key in ("scale", "gamma_range"):
+        if key in aug_values:
+            aug_values[key] = tuple(aug_values[key])
+    augment = _build(AugmentConfig, aug_values, f"{where} [augment]")
+    return _build(TrainConfig, {**values, "model": model, "augment": augment}, where)
+
+
+def load_config(path: str | Path | None) -> TrainConfig:
+    """Load a YAML config file (None -> defaults)."""
+    if path is None:
+        return TrainConfig()
+    import yaml
+
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise LggsegError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise LggsegError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise LggsegError(f"{path}: the config must be a mapping of keys to values")
+    return config_from_dict(values, str(path))
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,198 @@
+"""Training: ``train(cfg) -> run folder``, readable top to bottom.
+
+The run folder and its files are described in :mod:`lggseg.train.run_folder`. Every epoch ends
+with one atomic checkpoint, so a resumed run continues exactly where it stopped (bit for bit).
+
+Distributed (``torchrun`` or ``lggseg train --nproc N``, see :mod:`lggseg.train.distributed` and
+docs/distributed.md): every rank draws the same epoch indices as a single process would, then
+takes its disjoint share (positions ``rank::world_size``); ``batch_size`` is the global batch,
+``batch_size / world_size`` per rank, so steps per epoch and the LR schedule do not change with
+the number of processes. Rank 0 alone logs, draws progress bars, validates (and broadcasts the
+result, so every rank takes the same early-stop decision), writes the run folder and calibrates.
+A process started without torchrun runs exactly the single-process code path.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from lggseg.infer import runtime
+from lggseg.model.unet import UNet
+from lggseg.train import distributed
+from lggseg.train.config import TrainConfig
+from lggseg.train.distributed import Dist
+from lggseg.train.epoch import EpochContext, StepInfo, train_one_epoch, validate
+from lggseg.train.run_folder import RunFolder, stops_early
+from lggseg.train.slices import SliceBank, load_split_volumes
+
+LOG_FIELDS = ["epoch", "lr", "train_loss", "train_dice", "train_iou", "val_loss", "val_dice", "val_iou", "seconds"]
+
+__all__ = ["LOG_FIELDS", "StepInfo", "config_of_run", "run_finished", "train"]
+
+
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    stop_after_epochs: int | None = None,
+    step_callback: Callable[[StepInfo], None] | None = None,
+) -> Path:
+    """Train a U-Net for ``cfg.fold`` and return the run folder.
+
+    With ``resume=True`` the run folder's checkpoint is loaded and training continues from the
+    epoch after the last completed one (``cfg.epochs`` may be raised to train longer).
+    Under torchrun (or :func:`lggseg.train.distributed.launch`) this process joins the process
+    group and trains its share with DDP; ``log`` is then only called on rank 0.
+    ``step_callback`` (tests, diagnostics) is called on every rank after each backward pass.
+    """
+    with distributed.process_group(cfg.device) as (dist, device):
+        return _train(cfg, dist, device, resume, log if dist.is_main else _quiet, stop_after_epochs, step_callback)
+
+
+def _train(
+    cfg: TrainConfig,
+    dist: Dist,
+    device: torch.device,
+    resume: bool,
+    log: Callable[[str], None],
+    stop_after_epochs: int | None,
+    step_callback: Callable[[StepInfo], None] | None,
+) -> Path:
+    """The body of :func:`train` for one rank (``dist`` is rank 0 of 1 without torchrun)."""
+    # 1. the process: allocator, threads, model, optimizer, and the checkpoint to resume from
+    runtime.tune_malloc()
+    local_batch = distributed.local_batch_size(cfg.batch_size, dist)  # == cfg.batch_size alone
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    elif dist.enabled:
+        torch.set_num_threads(distributed.threads_per_rank(dist))
+    run = RunFolder(cfg.out)
+    bf16 = runtime.use_bf16(device, cfg.bf16)
+    torch.manual_seed(cfg.seed)
+    unet = UNet(cfg.model)
+    runtime.prepare_model(unet, device)  # in place: Module.to returns the module itself
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history: list[dict[str, Any]] = []
+    start_epoch, best_dice, best_epoch = 0, -1.0, -1
+    if resume:
+        state = run.load_checkpoint(unet, optimizer)
+        start_epoch, best_dice, best_epoch = state["epoch"] + 1, state["best_val_dice"], state["best_epoch"]
+        history = state["history"]
+        log(
+            f"resuming {run.path} after epoch {state['epoch'] + 1} (best validation Dice {best_dice:.4f} at epoch "
+            f"{best_epoch + 1})"
+        )
+    model = distributed.wrap_model(unet, dist, device, cfg.sync_bn)  # DDP in a process group, else unet
+    if dist.is_main:
+        run.write_config(cfg)
+
+    # 2. the data: the fold's training and validation patients, cached in RAM
+    split, train_volumes, val_volumes = load_split_volumes(cfg, log, show_progress=dist.is_main)
+    if dist.is_main:
+        train_names = [v.name for v in train_volumes]
+        run.write_split(
+            {
+                "fold": split.fold,
+                "train": train_names,
+                "validation": list(split.validation),
+                "test": list(split.test),
+                "skipped": split.skipped,
+            }
+        )
+    bank = SliceBank.from_volumes(train_volumes)
+    log(f"{len(bank)} training slices ({len(bank.tumor)} with tumor) cached in RAM; device {device}, bf16 {bf16}")
+    if dist.enabled:
+        log(
+            f"distributed: {dist.world_size} process(es), global batch {cfg.batch_size} = {local_batch} per process, "
+            f"sync_bn {cfg.sync_bn}"
+        )
+    ctx = EpochContext(cfg, model, unet, optimizer, bank, dist, device, bf16, step_callback)
+
+    # 3. the epochs: train, validate, checkpoint; stop on Ctrl-C (after the checkpoint) or early
+    stop = _InterruptFlag(log)
+    epochs_done = 0
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            began = time.perf_counter()
+            row: dict[str, Any] = {"epoch": epoch + 1, **train_one_epoch(ctx, epoch)}
+            val = validate(unet, val_volumes, device, bf16, cfg.bce_weight) if dist.is_main else None
+            row.update(distributed.broadcast_object(val, dist))  # every rank takes the same decisions
+            row["seconds"] = time.perf_counter() - began
+            history.append(row)
+            improved = row["val_dice"] > best_dice
+            if improved:
+                best_dice, best_epoch = row["val_dice"], epoch
+            state = {
+                "epoch": epoch,
+                "best_val_dice": best_dice,
+                "best_epoch": best_epoch,
+                "last_val_dice": row["val_dice"],
+                "history": history,
+                "config": cfg.to_dict(),
+            }
+            if dist.is_main:
+                run.save_checkpoint(unet, optimizer, state, best=improved)
+                run.write_log(history, LOG_FIELDS)
+            log(
+                f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f} train Dice {row['train_dice']:.3f} | "
+                f"val loss {row['val_loss']:.4f} per-patient Dice {row['val_dice']:.4f} IoU {row['val_iou']:.4f}"
+                f"{' (best)' if improved else ''} | {row['seconds']:.0f} s"
+            )
+            epochs_done += 1
+            if distributed.any_rank(stop.flag, dist):
+                log(f"stopped after epoch {epoch + 1}; resume with --resume {run.path}")
+                return run.path
+            if stops_early(cfg, epoch, best_epoch):
+                log(f"early stop: no validation improvement for {cfg.patience} epochs")
+                break
+            if stop_after_epochs is not None and epochs_done >= stop_after_epochs:
+                return run.path
+    finally:
+        stop.restore()
+
+    # 4. calibration: the post-processing of best.safetensors, chosen on validation patients
+    if cfg.calibrate and dist.is_main:
+        from lggseg.train.calibrate import calibrate_run
+
+        calibrate_run(run, val_volumes, log)
+    return run.path
+
+
+def run_finished(run: str | Path) -> bool:
+    """True when a run folder's training ended by its own rule and, if asked, was calibrated."""
+    return RunFolder(run).finished()
+
+
+def config_of_run(run: str | Path) -> TrainConfig:
+    """The config a run folder was trained with (from its checkpoint)."""
+    return RunFolder(run).config()
+
+
+class _InterruptFlag:
+    """The first Ctrl-C sets ``flag`` (the epoch ends with its checkpoint); a second one aborts."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.flag = False
+        self.log = log
+        self.previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.flag = True
+        self.log("interrupt: finishing this epoch's checkpoint, then stopping (press Ctrl-C again to abort)")
+        signal.signal(signal.SIGINT, self.previous)
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0: says nothing."""

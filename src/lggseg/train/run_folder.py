@@ -1,0 +1,178 @@
+"""The run folder: the one place that names a training run's files and knows how to read them.
+
+A run folder holds::
+
+    config.yaml              the resolved config (for people; the checkpoint carries its own copy)
+    split.json               the patients used: train, validation, test, skipped
+    checkpoint.safetensors   THE checkpoint: model tensors (``model.*``), AdamW tensors (``optim.*``)
+                             and the training state as JSON metadata (epoch, best epoch, history,
+                             config); written by one atomic rename, so a kill at any instant
+                             leaves the previous epoch's checkpoint or this one, never a mix
+    best.safetensors         the deliverable weights (the best validation epoch; calibrated)
+    log.csv, curves.png      one row per epoch, and its figure
+    calibration.json         the post-processing chosen on validation patients
+
+The checkpoint is the only authoritative source of the training state: every reader (resume,
+``run_finished``, ``cv``) goes through :meth:`RunFolder.state`. Folders written by earlier versions
+(``resume.safetensors`` plus the copies ``last.safetensors``, ``optimizer.safetensors`` and
+``state.json``) are read as they are: their ``resume.safetensors`` is the checkpoint (``state.json``
+only when it is missing); the first checkpoint written by this version replaces them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lggseg.errors import LggsegError
+from lggseg.io import atomic
+from lggseg.model.bundle import BEST_NAME, read_safetensors, save_weights
+from lggseg.model.unet import UNet
+from lggseg.train.config import TrainConfig, config_from_dict, dump_config
+
+
+class RunFolder:
+    """A training run's folder (see the module docstring for its files)."""
+
+    CHECKPOINT = "checkpoint.safetensors"
+    BEST = BEST_NAME
+    CONFIG = "config.yaml"
+    SPLIT = "split.json"
+    LOG = "log.csv"
+    CURVES = "curves.png"
+    CALIBRATION = "calibration.json"
+    LEGACY_CHECKPOINT = "resume.safetensors"
+    LEGACY_STATE = "state.json"
+    LEGACY_COPIES = ("last.safetensors", "optimizer.safetensors", LEGACY_STATE, LEGACY_CHECKPOINT)
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / self.CHECKPOINT
+
+    @property
+    def best(self) -> Path:
+        return self.path / self.BEST
+
+    @property
+    def calibration(self) -> Path:
+        return self.path / self.CALIBRATION
+
+    # ------------------------------------------------------------------------------ reading
+
+    def _checkpoint_file(self) -> Path | None:
+        """The file holding the current checkpoint (this version's, else a legacy one), or None."""
+        for name in (self.CHECKPOINT, self.LEGACY_CHECKPOINT):
+            if (self.path / name).exists():
+                return self.path / name
+        return None
+
+    def has_checkpoint(self) -> bool:
+        """True once an epoch was completed (a legacy ``state.json`` counts)."""
+        return self._checkpoint_file() is not None or (self.path / self.LEGACY_STATE).exists()
+
+    def state(self) -> dict[str, Any]:
+        """The training state of the last completed epoch: epoch, best_epoch, best_val_dice, history, config."""
+        path = self._checkpoint_file()
+        if path is not None:
+            from safetensors import safe_open
+
+            try:
+                with safe_open(str(path), framework="pt") as handle:
+                    return json.loads((handle.metadata() or {})["state"])
+            except Exception:  # a damaged header, or no state in it
+                raise LggsegError(f"{path}: checkpoint without a readable training state") from None
+        legacy = self.path / self.LEGACY_STATE
+        if legacy.exists():
+            return json.loads(legacy.read_text())
+        raise LggsegError(f"{self.path}: not a run folder to resume (no {self.CHECKPOINT})")
+
+    def config(self) -> TrainConfig:
+        """The config the run was trained with (from its checkpoint)."""
+        return config_from_dict(self.state().get("config", {}), str(self.path))
+
+    def finished(self) -> bool:
+        """True when training ended by its own rule (all epochs, or early stop) and, if the
+        config asks for calibration, was calibrated. An interrupted run is not finished."""
+        if not self.has_checkpoint() or not self.best.exists():
+            return False
+        state = self.state()
+        cfg = config_from_dict(state["config"], str(self.path))
+        ended = state["epoch"] + 1 >= cfg.epochs or stops_early(cfg, state["epoch"], state["best_epoch"])
+        return ended and (not cfg.calibrate or self.calibration.exists())
+
+    # ------------------------------------------------------------------------------ writing
+
+    def write_config(self, cfg: TrainConfig) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(self.path / self.CONFIG, dump_config(cfg))
+
+    def write_split(self, split: dict[str, Any]) -> None:
+        atomic.write_text(self.path / self.SPLIT, json.dumps(split, indent=1))
+
+    def save_checkpoint(self, model: UNet, optimizer: torch.optim.Optimizer, state: dict[str, Any], best: bool) -> None:
+        """Commit one epoch: ``best.safetensors`` first when it improved, then the checkpoint."""
+        from safetensors.torch import save as save_bytes
+
+        if best:  # before the commit point: a kill here only repeats this epoch, which rewrites it
+            info = {"fold": state["config"]["fold"], "epoch": state["epoch"], "val_dice": state["last_val_dice"]}
+            save_weights(self.best, model, info=info)
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        for pid, values in optimizer.state_dict()["state"].items():
+            for key, value in values.items():
+                tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        atomic.write_bytes(self.checkpoint, save_bytes(tensors, metadata={"state": json.dumps(state)}))
+        for name in self.LEGACY_COPIES:  # an older version's files, superseded by the commit above
+            (self.path / name).unlink(missing_ok=True)
+
+    def load_checkpoint(self, model: UNet, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """Load model and optimizer from the checkpoint; returns the training state."""
+        path = self._checkpoint_file()
+        if path is None:
+            raise LggsegError(f"{self.path}: not a run folder to resume (no {self.CHECKPOINT})")
+        state = self.state()
+        tensors, _ = read_safetensors(path)
+        model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+        opt_state: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in tensors.items():
+            if name.startswith("optim."):
+                pid, key = name[len("optim.") :].split(".", 1)
+                opt_state.setdefault(int(pid), {})[key] = value
+        optimizer.load_state_dict({"state": opt_state, "param_groups": optimizer.state_dict()["param_groups"]})
+        for leftover in self.path.glob(".*.*"):  # temporary files of a write that a kill interrupted
+            leftover.unlink(missing_ok=True)
+        return state
+
+    def write_log(self, history: list[dict[str, Any]], fields: list[str]) -> None:
+        """``log.csv`` and ``curves.png`` from the epoch history."""
+        import csv
+        import io
+
+        from lggseg.evaluation.figures import training_curves
+
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        atomic.write_text(self.path / self.LOG, buffer.getvalue())
+        training_curves(history, self.path / self.CURVES)
+
+    def write_calibration(self, report: dict[str, Any]) -> None:
+        atomic.write_text(self.calibration, json.dumps(report, indent=1))
+
+
+def stops_early(cfg: TrainConfig, epoch: int, best_epoch: int) -> bool:
+    """The early-stop rule: ``patience`` epochs without a validation improvement (0 = never)."""
+    return bool(cfg.patience) and epoch - best_epoch >= cfg.patience

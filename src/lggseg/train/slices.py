@@ -1,0 +1,83 @@
+"""Training data in RAM: the patients of a fold, their slices as one bank, and each epoch's draw."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from lggseg.data.dataset import Volume, index_dataset, load_volume
+from lggseg.data.splits import FoldSplit, split_for_fold
+from lggseg.errors import LggsegError
+from lggseg.infer.preprocess import volume_stats
+from lggseg.io.progress import track
+from lggseg.train.config import TrainConfig
+
+
+@dataclass
+class SliceBank:
+    """Training slices cached in RAM.
+
+    images: ``(N, 256, 256, 3)`` uint8; masks: ``(N, 256, 256)`` bool; stats: ``(N, 4, 3)``
+    float32 (the per-volume normalisation stats of each slice's patient); tumor: indices of
+    slices with a non-empty mask.
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    stats: torch.Tensor
+    tumor: torch.Tensor
+
+    @classmethod
+    def from_volumes(cls, volumes: list[Volume]) -> SliceBank:
+        images = np.concatenate([v.images for v in volumes])
+        masks = np.concatenate([v.require_masks() for v in volumes])
+        stats = np.concatenate([np.repeat(volume_stats(v.images)[None], len(v.images), 0) for v in volumes])
+        tumor = np.flatnonzero(masks.reshape(len(masks), -1).any(1))
+        return cls(torch.from_numpy(images), torch.from_numpy(masks), torch.from_numpy(stats), torch.from_numpy(tumor))
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def draw_epoch(bank: SliceBank, n: int, fg_fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """Indices for one epoch: ``fg_fraction`` from tumor slices, the rest from all slices, shuffled."""
+    n_fg = int(round(n * fg_fraction)) if len(bank.tumor) else 0
+    fg = (
+        bank.tumor[torch.randint(len(bank.tumor), (n_fg,), generator=generator)]
+        if n_fg
+        else torch.empty(0, dtype=torch.long)
+    )
+    rest = torch.randint(len(bank), (n - n_fg,), generator=generator)
+    both = torch.cat([fg, rest])
+    return both[torch.randperm(n, generator=generator)]
+
+
+def load_split_volumes(
+    cfg: TrainConfig, log: Callable[[str], None], show_progress: bool = True
+) -> tuple[FoldSplit, list[Volume], list[Volume]]:
+    """Index the data, split it for the fold, and load train + validation volumes into RAM."""
+    index = index_dataset(cfg.data)
+    for problem in index.problems:
+        log(f"data: {problem}")
+    named = index.by_name()
+    split = split_for_fold(sorted(named), cfg.fold, cfg.n_validation, cfg.split_seed)
+    train_names = list(split.train)
+    if cfg.max_train_patients:
+        train_names = train_names[: cfg.max_train_patients]
+    log(
+        f"fold {cfg.fold}: {len(train_names)} train, {len(split.validation)} validation, {len(split.test)} test "
+        "patients held out; "
+        f"{split.skipped} patient(s) of the canonical split absent from the data folder"
+    )
+
+    names = train_names + list(split.validation)
+    volumes = {}
+    for name in track(names, description="loading slices") if show_progress else names:
+        volume = load_volume(named[name])
+        if volume.masks is None:
+            raise LggsegError(f"{named[name].folder}: training patients need a mask for every slice")
+        volumes[name] = volume
+    return split, [volumes[n] for n in train_names], [volumes[n] for n in split.validation]

@@ -1,0 +1,78 @@
+import numpy as np
+import torch
+
+from lggseg.data.dataset import index_dataset, load_volume
+from lggseg.infer import postprocess
+from lggseg.infer.backends import TorchBackend
+from lggseg.infer.segmenter import InferenceConfig, Segmenter
+from lggseg.model.bundle import load_weights, save_weights
+from lggseg.model.unet import UNet, UNetConfig
+
+
+def _segmenter(tmp_path, tta="none", batch_size=16, bf16="off"):
+    path = tmp_path / f"w_{tta}.safetensors"
+    if not path.exists():
+        torch.manual_seed(0)
+        save_weights(path, UNet(UNetConfig(base_width=4, depth=2)), tta=tta)
+    bundle = load_weights(path)
+    return Segmenter(bundle, TorchBackend(bundle, bf16=bf16), InferenceConfig(batch_size=batch_size))
+
+
+def test_probabilities_shape_and_range(tmp_path, sample_dir):
+    volume = load_volume(index_dataset(sample_dir).patients[0])
+    prob = _segmenter(tmp_path, bf16="auto").probabilities(volume.images)
+    assert prob.shape == (20, 256, 256) and prob.dtype == np.float32
+    assert 0.0 <= prob.min() and prob.max() <= 1.0
+
+
+def test_batch_size_does_not_change_the_result(tmp_path, sample_dir):
+    volume = load_volume(index_dataset(sample_dir).patients[0])
+    a = _segmenter(tmp_path, "flip", batch_size=16).probabilities(volume.images)
+    b = _segmenter(tmp_path, "flip", batch_size=4).probabilities(volume.images)
+    assert np.abs(a - b).max() < 1e-4
+
+
+def test_flip_tta_is_flip_equivariant(tmp_path, sample_dir):
+    volume = load_volume(index_dataset(sample_dir).patients[0])
+    seg = _segmenter(tmp_path, "flip")
+    a = seg.probabilities(volume.images[:4])
+    b = seg.probabilities(volume.images[:4, :, ::-1].copy())
+    assert np.abs(a - b[:, :, ::-1]).max() < 1e-4
+
+
+def test_shipped_model_segments_sample(sample_dir):
+    volume = load_volume(index_dataset(sample_dir).patients[0])
+    segmenter = Segmenter.from_weights(None)
+    mask = segmenter.segment(volume.images)
+    assert mask.shape == volume.require_masks().shape and mask.dtype == bool
+    assert np.array_equal(mask, postprocess.apply(segmenter.probabilities(volume.images), segmenter.bundle.post))
+    assert load_weights(None).post.threshold > 0
+
+
+def test_any_size_gives_a_mask_on_the_input_grid(tmp_path, sample_dir):
+    from PIL import Image
+
+    volume = load_volume(index_dataset(sample_dir).patients[0])
+    small = np.stack(
+        [np.asarray(Image.fromarray(image).resize((200, 176), Image.BILINEAR)) for image in volume.images[:6]]
+    )
+    seg = _segmenter(tmp_path)
+    mask = seg.segment(small)
+    assert mask.shape == (6, 176, 200) and mask.dtype == bool
+    assert seg.probabilities(small).shape == (6, 176, 200)
+
+
+def test_inference_config_is_validated():
+    import pytest
+
+    from lggseg.errors import LggsegError
+
+    for bad in (
+        {"runtime": "tensorrt"},
+        {"bf16": "maybe"},
+        {"batch_size": 0},
+        {"threads": -1},
+        {"runtime": "onnx", "device": "cuda"},
+    ):
+        with pytest.raises(LggsegError):
+            InferenceConfig(**bad)

@@ -1,0 +1,94 @@
+import torch
+
+from lggseg.train.augment import AugmentConfig, augment, bias_field, gamma_curve, tumor_biased_crop
+
+
+def _stats(b: int, mean: float = 100.0, std: float = 50.0) -> torch.Tensor:
+    return torch.tensor([[0.0, 255.0, mean, std]] * 3).T.expand(b, 4, 3).contiguous()
+
+
+def _blob_batch(b: int = 8, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images whose channel 0 equals the mask (255 inside an off-centre rectangle, 0 elsewhere)."""
+    masks = torch.zeros(b, 1, size, size)
+    masks[:, :, 20:40, 10:30] = 1.0
+    images = torch.zeros(b, 3, size, size)
+    images[:, 0] = masks[:, 0] * 255
+    images[:, 1:] = 120.0  # the other channels: uniform "tissue"
+    return images, masks
+
+
+def test_augment_moves_image_and_mask_together():
+    images, masks = _blob_batch()
+    cfg = AugmentConfig(intensity_prob=0.0, noise_std=0.0)
+    x, y = augment(images, masks, _stats(8), cfg, torch.Generator().manual_seed(0))
+    assert x.shape == images.shape and y.shape == masks.shape
+    assert set(torch.unique(y).tolist()) <= {0.0, 1.0}
+    # channel 0 was the mask: after the same geometric transform it still marks the mask's pixels
+    bright = x[:, 0] > 0
+    agreement = (bright == (y[:, 0] > 0.5)).float().mean()
+    assert agreement > 0.97
+    # and the transform really moved things: the masks are no longer where they started
+    assert not torch.equal(y, masks)
+
+
+def test_augment_is_not_the_identity():
+    images, masks = _blob_batch()
+    stats = _stats(8)
+    x, y = augment(images, masks, stats, AugmentConfig(), torch.Generator().manual_seed(1))
+    from lggseg.infer.preprocess import normalize
+
+    plain = normalize(images, stats)
+    assert float((x - plain).abs().mean()) > 0.05  # intensity and geometry both change the image
+    assert not torch.equal(y, masks)
+
+
+def test_augment_is_reproducible_with_the_same_seed():
+    images = torch.rand(4, 3, 32, 32) * 255
+    masks = (torch.rand(4, 1, 32, 32) > 0.8).float()
+    stats = torch.tensor([[0.0, 255.0, 128.0, 60.0]] * 3).T.expand(4, 4, 3).contiguous()
+    a = augment(images, masks, stats, AugmentConfig(), torch.Generator().manual_seed(3))
+    b = augment(images, masks, stats, AugmentConfig(), torch.Generator().manual_seed(3))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_gamma_curve_bends_contrast_and_keeps_background():
+    images = torch.zeros(2, 3, 16, 16)
+    images[:, :, 4:12, 4:12] = torch.linspace(10, 250, 64).reshape(8, 8)
+    stats = _stats(2).clone()
+    stats[:, 0] = 5.0  # lo
+    unchanged = gamma_curve(images, stats, torch.ones(2, 3))
+    assert torch.allclose(unchanged, images, atol=1e-3)
+    bent = gamma_curve(images, stats, torch.full((2, 3), 1.5))
+    inside = images[:, :, 4:12, 4:12]
+    assert float((bent[:, :, 4:12, 4:12] - inside).abs().max()) > 5  # contrast changed
+    assert float(bent[:, :, 4:12, 4:12].sub(inside).max()) <= 1e-3  # gamma > 1 darkens mid-tones, never brightens
+    assert torch.equal(bent[:, :, :4], images[:, :, :4])  # background stays 0
+
+
+def test_bias_field_is_smooth_multiplicative_and_identity_at_zero():
+    assert torch.allclose(bias_field(torch.zeros(2, 3, 5), 32, 32), torch.ones(2, 3, 32, 32))
+    field = bias_field(torch.full((2, 3, 5), 0.3), 64, 64)
+    assert field.shape == (2, 3, 64, 64)
+    assert bool((field > 0).all())
+    spread = float(field.max() - field.min())
+    assert spread > 0.1  # it changes the image
+    assert float(field.diff(dim=-1).abs().max()) < 0.1 * spread  # smoothly: no neighbour jumps
+
+
+def test_tumor_biased_crop_keeps_tumor_in_tumor_slices():
+    images, masks = _blob_batch(b=6, size=128)
+    masks[3:] = 0  # three tumor-free slices
+    images[3:, 0] = 0
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        x, y = tumor_biased_crop(images, masks, 48, generator)
+        assert x.shape == (6, 3, 48, 48) and y.shape == (6, 1, 48, 48)
+        assert bool((y[:3].flatten(1).sum(1) > 0).all())  # every tumor slice's crop holds tumor
+        assert float(y[3:].sum()) == 0
+        assert torch.equal(x[:, 0] / 255, y[:, 0])  # image and mask cropped at the same place
+
+
+def test_tumor_biased_crop_of_full_size_is_a_no_op():
+    images, masks = _blob_batch(b=2, size=64)
+    x, y = tumor_biased_crop(images, masks, 64, torch.Generator().manual_seed(0))
+    assert x is images and y is masks

@@ -1,0 +1,25 @@
+from pathlib import Path
+
+import pytest
+
+from lggseg.errors import LggsegError
+from lggseg.train.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_committed_recipe_loads():
+    cfg = load_config(ROOT / "configs" / "lgg_unet16.yaml")
+    assert cfg.model.base_width == 16 and cfg.fold == 0 and cfg.augment.scale == (0.85, 1.15)
+
+
+def test_unknown_key_and_bad_value_are_user_errors(tmp_path):
+    (tmp_path / "a.yaml").write_text("epochz: 3\n")
+    with pytest.raises(LggsegError, match="unknown key"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("model:\n  depth: 0\n")
+    with pytest.raises(LggsegError, match="depth"):
+        load_config(tmp_path / "b.yaml")
+    (tmp_path / "c.yaml").write_text("[1, 2")
+    with pytest.raises(LggsegError, match="invalid YAML"):
+        load_config(tmp_path / "c.yaml")
