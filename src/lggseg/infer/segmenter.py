@@ -87,8 +87,15 @@ class Segmenter:
 
     @classmethod
     def from_weights(cls, weights: str | Path | None = None, config: InferenceConfig | None = None) -> Segmenter:
-        """Load weights (None -> the shipped model; a run folder -> its best weights)."""
+        """Load weights (None -> the shipped model; a run folder -> its best weights; a CV folder or a
+        folder of weights files -> their ensemble, see :mod:`lggseg.infer.ensemble`)."""
+        from lggseg.infer import ensemble
+
         config = config or InferenceConfig()
+        members = ensemble.ensemble_members(weights) if weights is not None else []
+        if members:
+            bundle, loaded = ensemble.load_members(members)
+            return cls(bundle, ensemble.EnsembleBackend([config.backend(m) for m in loaded]), config)
         bundle = load_weights(weights)
         return cls(bundle, config.backend(bundle), config)
 

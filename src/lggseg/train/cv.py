@@ -30,7 +30,7 @@ from typing import Any, Callable
 from lggseg.data.dataset import index_dataset, load_volume
 from lggseg.data.splits import N_FOLDS, canonical_folds, fold_of
 from lggseg.errors import LggsegError
-from lggseg.evaluation import metrics
+from lggseg.evaluation import cohort, metrics
 from lggseg.evaluation.evaluate import evaluate
 from lggseg.evaluation.report import PROTOCOL, OverlayCase, write_report
 from lggseg.infer.segmenter import Segmenter
@@ -203,7 +203,7 @@ def merge_folds(data: str | Path, out: str | Path, n_folds: int, log: Callable[[
                 "median_dice": report["median_dice"],
                 "min_dice": report["min_dice"],
                 "epochs": config["epochs"],
-                "run": str(run.path),
+                "run": str(run.path.relative_to(out)) if run.path.is_relative_to(out) else str(run.path),
                 "weights_sha256": report["weights_sha256"],
                 "tta": report["tta"],
                 "postprocess": report["postprocess"],
@@ -219,8 +219,16 @@ def merge_folds(data: str | Path, out: str | Path, n_folds: int, log: Callable[[
             f"{extra[:3]}); re-evaluate the folds"
         )
     all_names = sorted(index_dataset(data).by_name())
+    summary = metrics.summarize(rows)
+    ci_low, ci_high = cohort.bootstrap_mean_interval([row["dice"] for row in rows])
+    for fold_row, group in zip(folds, cohort.group_rows(rows, lambda r: r["fold"], "fold")):
+        fold_row["false_positive_rate_empty_slices"] = group["false_positive_rate_empty_slices"]
+    institutions = cohort.group_rows(rows, lambda r: cohort.institution(r["patient"]), "institution")
     report = {
-        **metrics.summarize(rows),
+        **summary,
+        "mean_dice_ci95": [ci_low, ci_high],
+        "mean_dice_ci95_method": "percentile bootstrap over patients, 10000 resamples, seed 0",
+        "institutions": institutions,
         "protocol": PROTOCOL,
         "selection": "out-of-fold: every patient predicted once, by the model of the canonical fold that held it out",
         "skipped": sum(len(canonical_folds()[k]) for k in range(n_folds)) - len(expected),
@@ -233,10 +241,14 @@ def merge_folds(data: str | Path, out: str | Path, n_folds: int, log: Callable[[
         "per_patient": rows,
     }
     write_report(report, out, overlay_cases(data, out, rows))
+    cohort.write_group_csv(folds, out / "per_fold.csv")
+    cohort.write_group_csv(institutions, out / "per_institution.csv")
+    cohort.dice_by_group_figure(rows, out / "dice_by_group.png")
     log(
         f"out-of-fold report over {report['n_patients']} patients in {len(folds)} fold(s): mean Dice "
         f"{report['mean_dice']:.4f}, "
-        f"median {report['median_dice']:.4f}, min {report['min_dice']:.4f}; {out / 'metrics.json'}"
+        f"(95% CI {ci_low:.4f}-{ci_high:.4f}), median {report['median_dice']:.4f}, min {report['min_dice']:.4f}; "
+        f"{out / 'metrics.json'}"
         + ("" if report["complete"] else f" (partial: folds 0-{n_folds - 1} of {N_FOLDS})")
     )
     return report

@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from lggseg.evaluation import cohort
+
+
+def test_bootstrap_interval_brackets_the_mean_and_shrinks_with_more_patients():
+    rng = np.random.default_rng(1)
+    small = rng.uniform(0.6, 1.0, 20)
+    large = rng.uniform(0.6, 1.0, 400)
+    lo_s, hi_s = cohort.bootstrap_mean_interval(small)
+    lo_l, hi_l = cohort.bootstrap_mean_interval(large)
+    assert lo_s < small.mean() < hi_s
+    assert lo_l < large.mean() < hi_l
+    assert (hi_l - lo_l) < 0.5 * (hi_s - lo_s)  # ~1/sqrt(20) of the width
+    # the standard error of a uniform(0.6, 1.0) mean of 20 values is 0.026: a 95% interval is ~0.10 wide
+    assert 0.07 < hi_s - lo_s < 0.14
+
+
+def test_bootstrap_of_constant_values_is_that_value():
+    assert cohort.bootstrap_mean_interval([0.8] * 10) == pytest.approx((0.8, 0.8))
+
+
+def test_institution_and_group_rows():
+    rows = [
+        {
+            "patient": "TCGA_CS_4941_19960909",
+            "fold": 0,
+            "dice": 0.9,
+            "n_empty_slices": 10,
+            "n_false_positive_slices": 1,
+        },
+        {
+            "patient": "TCGA_CS_5393_19990606",
+            "fold": 1,
+            "dice": 0.5,
+            "n_empty_slices": 10,
+            "n_false_positive_slices": 0,
+        },
+        {"patient": "TCGA_DU_5849_19950405", "fold": 0, "dice": 0.7, "n_empty_slices": 0, "n_false_positive_slices": 0},
+    ]
+    assert cohort.institution(rows[2]["patient"]) == "DU"
+    groups = cohort.group_rows(rows, lambda r: cohort.institution(r["patient"]), "institution")
+    assert [g["institution"] for g in groups] == ["CS", "DU"]
+    assert groups[0]["n_patients"] == 2 and groups[0]["mean_dice"] == pytest.approx(0.7)
+    assert groups[0]["min_dice"] == 0.5 and groups[0]["false_positive_rate_empty_slices"] == pytest.approx(0.05)
+    assert groups[1]["false_positive_rate_empty_slices"] is None
