@@ -76,7 +76,8 @@ def load_members(files: Sequence[Path]) -> tuple[ModelBundle, list[ModelBundle]]
     digest = hashlib.sha256("".join(m.sha256 for m in members).encode()).hexdigest()
     info = {
         "ensemble": [
-            {"weights": str(f), "sha256": m.sha256, "postprocess": m.post.to_dict()} for f, m in zip(files, members)
+            {"weights": str(f), "sha256": m.sha256, "postprocess": m.post.to_dict(), "info": m.info}
+            for f, m in zip(files, members)
         ]
     }
     bundle = dataclasses.replace(
