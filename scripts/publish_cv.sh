@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Copy a cross-validation folder's report into the repository (docs/cv by default): the merged
+# out-of-fold report, and per fold its test report, its training record and its weights.
+# Usage: bash scripts/publish_cv.sh CV_DIR [DEST]
+set -euo pipefail
+src="${1:?usage: publish_cv.sh CV_DIR [DEST]}"
+dest="${2:-docs/cv}"
+mkdir -p "$dest"
+for f in metrics.json per_patient.csv per_fold.csv per_institution.csv dice_per_patient.png dice_by_group.png overlays.png; do
+  [ -f "$src/$f" ] && cp "$src/$f" "$dest/$f"
+done
+for fold in "$src"/fold_*; do
+  k="$(basename "$fold")"
+  [ -f "$fold/test/metrics.json" ] || continue
+  mkdir -p "$dest/$k/test" "$dest/$k/run"
+  for f in metrics.json per_patient.csv dice_per_patient.png overlays.png; do
+    [ -f "$fold/test/$f" ] && cp "$fold/test/$f" "$dest/$k/test/$f"
+  done
+  for f in config.yaml split.json log.csv curves.png calibration.json best.safetensors; do
+    [ -f "$fold/run/$f" ] && cp "$fold/run/$f" "$dest/$k/run/$f"
+  done
+done
+echo "published $src -> $dest"
