@@ -1,6 +1,6 @@
 import pytest
 
-from lggseg.data.splits import canonical_folds, fold_of, patient_key, split_for_fold
+from lggseg.data.splits import NO_TEST_FOLD, canonical_folds, fold_of, patient_key, split_for_fold
 from lggseg.errors import LggsegError
 
 
@@ -56,3 +56,13 @@ def test_patient_key_and_fold_of():
     assert patient_key("TCGA_CS_4941_19960909") == "TCGA_CS_4941"
     assert fold_of("TCGA_CS_4944_20010208") == 0
     assert fold_of("not_a_tcga_name") is None
+
+
+def test_no_test_fold_trains_on_every_patient():
+    everyone = [p for f in canonical_folds() for p in f]
+    split = split_for_fold(everyone, NO_TEST_FOLD, 10, seed=0)
+    assert split.test == ()
+    assert len(split.train) == 100 and len(split.validation) == 10
+    assert set(split.train) | set(split.validation) == set(everyone)
+    with pytest.raises(LggsegError, match="--fold"):
+        split_for_fold(everyone, -2, 1)

@@ -56,18 +56,25 @@ class FoldSplit:
     unknown: tuple[str, ...]
 
 
+NO_TEST_FOLD = -1
+"""``fold`` value for a final model: every patient of the canonical split is a training (or validation)
+patient and none is held out for testing; its honest estimate is the cross-validation of its recipe."""
+
+
 def split_for_fold(available: list[str], fold: int, n_validation: int, seed: int = 0) -> FoldSplit:
-    """Split the available patient names for ``fold``.
+    """Split the available patient names for ``fold`` (:data:`NO_TEST_FOLD`: hold out no test fold).
 
     Validation patients are ``n_validation`` of the training patients, picked with ``seed``,
     spread across institutions (round-robin over institutions after a seeded shuffle).
     """
     folds = canonical_folds()
-    if not 0 <= fold < len(folds):
-        raise LggsegError(f"--fold must be between 0 and {len(folds) - 1}, got {fold}")
+    if not (0 <= fold < len(folds) or fold == NO_TEST_FOLD):
+        raise LggsegError(
+            f"--fold must be between 0 and {len(folds) - 1} (or {NO_TEST_FOLD}: no test fold), got {fold}"
+        )
     by_key = {patient_key(name): name for name in available}
     known = {patient_key(p) for f in folds for p in f}
-    test = tuple(sorted(by_key[patient_key(p)] for p in folds[fold] if patient_key(p) in by_key))
+    test = tuple(sorted(by_key[patient_key(p)] for p in folds[fold] if patient_key(p) in by_key)) if fold >= 0 else ()
     pool = sorted(
         by_key[patient_key(p)] for k, f in enumerate(folds) if k != fold for p in f if patient_key(p) in by_key
     )
