@@ -1,170 +1,130 @@
-"""The web page in Debian's Chromium, driven by Playwright: upload real slices, see them segmented.
+"""The web page in Debian's Chromium, driven by Playwright: uploads, the sample, refusals and /docs.
 
-Set ``LGGSEG_UPDATE_SCREENSHOT=1`` to also refresh ``docs/screenshot.png`` (shown by the README).
+The viewer itself (window/level, zoom, overlays, layout, keyboard) is tested in
+``test_browser_viewer.py``; the fixtures are in ``conftest.py`` beside this file.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import threading
-import time
+import base64
+import io
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+import numpy as np
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
+from tests.integration.browser_support import save_screenshot, wait_for_result
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=(
-            f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium; Playwright cannot download browsers "
-            "here)"
-        ),
-    ),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-]
-
-sync_api = pytest.importorskip("playwright.sync_api")
-httpx = pytest.importorskip("httpx")
-pytest.importorskip("uvicorn")
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    """The real app under uvicorn on a free loopback port, in a thread."""
-    import uvicorn
+def api_post(server_url: str, path: str, paths: list[Path] | None = None) -> dict[str, Any]:
+    import httpx
 
-    from lggseg.serve.app import create_app
-
-    app = create_app()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(15)
-    sock.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture()
-def problems() -> list[str]:
-    """Script errors and console errors of the page; none are expected."""
-    return []
-
-
-@pytest.fixture()
-def page(browser: Any, server_url: str, problems: list[str]) -> Iterator[Any]:
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
-    page.goto(server_url + "/")
-    page.wait_for_selector("#model-status[data-state=ready]")
-    yield page
-    page.close()
-    assert problems == [], problems
-
-
-def api_segment(server_url: str, paths: list[Path]) -> dict[str, Any]:
-    files = [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in paths]
-    response = httpx.post(server_url + "/api/v1/segment", files=files, timeout=120)
+    files = [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in paths or []]
+    response = httpx.post(server_url + path, files=files or None, timeout=120)
     assert response.status_code == 200, response.text
     return response.json()
 
 
-def wait_for_result(page: Any) -> None:
-    page.wait_for_selector("body[data-state=done]", timeout=120_000)
-    page.wait_for_function(
-        "() => { const i = document.getElementById('slice-image'); return i.complete && i.naturalWidth > 0; }"
-    )
+def decode(b64: str) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
 
 
-def test_page_segments_an_uploaded_slice(page: Any, server_url: str, sample_patient: Path, tmp_path: Path) -> None:
+def test_docs_page_renders_the_segment_operation(open_page: Any) -> None:
+    """The bundled Swagger UI 4 reads the OpenAPI 3.0 copy and shows every operation, under a strict CSP."""
+    page = open_page(path="/docs")
+    segment = page.locator("#operations-default-segment_api_v1_segment_post")
+    segment.wait_for(timeout=30_000)
+    assert "/api/v1/segment" in segment.locator(".opblock-summary-path").text_content()
+    assert "Segment slices, a zipped patient folder" in segment.text_content()
+    assert page.locator("#operations-default-segment_sample_api_v1_sample_post").count() == 1
+    assert "Unable to render" not in page.text_content("body")
+    segment.locator(".opblock-summary").click()
+    page.wait_for_selector("#operations-default-segment_api_v1_segment_post .opblock-body")
+    assert "multipart/form-data" in segment.text_content()
+    save_screenshot(page, "api-docs.png")
+    health = page.locator("#operations-default-healthz_healthz_get")  # "Try it out" works under the CSP
+    health.locator(".opblock-summary").click()
+    health.locator("button.try-out__btn").click()
+    health.locator("button.execute").click()
+    health.locator(".responses-table .response .microlight").first.wait_for(timeout=30_000)
+    assert '"ready": true' in health.locator(".live-responses-table").text_content()
+
+
+def test_page_segments_an_uploaded_slice(page: Any, server_url: str, sample_patient: Path) -> None:
     path = sample_patient / f"{sample_patient.name}_12.tif"
-    expected = api_segment(server_url, [path])["cases"][0]["slices"][0]
+    expected = api_post(server_url, "/api/v1/segment", [path])["cases"][0]["slices"][0]
     page.set_input_files("#file-input", str(path))
-    wait_for_result(page)
+    wait_for_result(page, 1)
     assert int(page.get_attribute("#slice-area", "data-value")) == expected["tumor_area_px"]
     assert page.text_content("#slice-area").replace(",", "") == str(expected["tumor_area_px"])
-    assert page.get_attribute("#slice-image", "src") == "data:image/png;base64," + expected["overlay_png"]
-    page.click("label.switch")  # outline off: the plain FLAIR image
-    assert page.get_attribute("#slice-image", "src") == "data:image/png;base64," + expected["flair_png"]
-    page.click("label.switch")
-    assert page.get_attribute("#slice-image", "src") == "data:image/png;base64," + expected["overlay_png"]
+    assert page.is_hidden("#slider-row") and page.is_hidden("#thumbs")  # one slice: nothing to browse
+    assert page.is_hidden("#slice-dice") and page.is_disabled("#mode-errors")  # no ground truth uploaded
     download = page.evaluate("async () => (await fetch(document.getElementById('dl-nifti').href)).status")
     assert download == 200
-    shot = tmp_path / "page.png"
-    page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 20_000
 
 
-def test_page_browses_a_patient_volume(page: Any, server_url: str, sample_patient: Path, tmp_path: Path) -> None:
-    update_docs = os.environ.get("LGGSEG_UPDATE_SCREENSHOT") == "1"
-    numbers = range(1, 100) if update_docs else range(8, 16)  # the whole patient for the README, else 8 slices
-    paths = [
-        p
-        for n in numbers
-        for p in (
-            sample_patient / f"{sample_patient.name}_{n}.tif",
-            sample_patient / f"{sample_patient.name}_{n}_mask.tif",
-        )
-        if p.exists()
-    ]
-    page.set_input_files("#file-input", [str(p) for p in paths])
+def test_sample_button_runs_the_bundled_patient(page: Any, server_url: str, sample_dir: Path) -> None:
+    expected = api_post(server_url, "/api/v1/sample")["cases"][0]
+    first = sorted(p.name for p in sample_dir.iterdir() if p.is_dir())[0]
+    page.click("#sample")
     wait_for_result(page)
-    expected = api_segment(server_url, paths)["cases"][0]
     n = len(expected["slices"])
+    assert expected["name"] == first and n == 20
     assert int(page.get_attribute("#case-volume", "data-value")) == expected["tumor_volume_voxels"]
-    assert page.locator("#thumbs .thumb").count() == n and page.locator("#area-plot .bar").count() == n
     assert page.text_content("#case-dice") == f"{expected['dice']:.3f}"
+    assert page.locator("#thumbs .thumb").count() == n and page.locator("#area-plot .bar").count() == n
     peak = max(range(n), key=lambda z: expected["slices"][z]["tumor_area_px"])
     assert page.input_value("#slice-slider") == str(peak + 1)  # opens on the largest tumor section
     page.locator("#thumbs .thumb").nth(0).click()
+    wait_for_result(page, 1)
     assert page.get_attribute("#slice-area", "data-value") == str(expected["slices"][0]["tumor_area_px"])
     page.keyboard.press("ArrowRight")
+    wait_for_result(page, 2)
     assert page.text_content("#slice-label") == f"slice 2 of {n}"
-    page.locator("#thumbs .thumb").nth(peak).click()
-    shot = tmp_path / "volume.png"
-    page.screenshot(path=str(shot), full_page=True)
-    if update_docs:
-        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-        shutil.copyfile(shot, DOCS_SCREENSHOT)
 
 
-def test_page_shows_the_servers_refusal(page: Any, problems: list[str], tmp_path: Path) -> None:
+def test_a_bad_file_beside_a_good_one_still_gives_a_result(
+    page: Any, problems: list[str], sample_patient: Path, tmp_path: Path
+) -> None:
     bogus = tmp_path / "notes.tif"
     bogus.write_text("not an image")
-    page.set_input_files("#file-input", str(bogus))
+    good = sample_patient / f"{sample_patient.name}_11.tif"
+    page.set_input_files("#file-input", [str(bogus), str(good)])
+    wait_for_result(page, 1)
+    assert page.is_visible("#results") and page.text_content("#slice-name") == good.stem
+    assert page.is_visible("#skipped-box")
+    assert page.locator("#skipped li").all_text_contents() == [
+        "notes.tif: not a TIFF, PNG or JPEG slice, a zip of a patient folder, or a NIfTI volume (judged by content)"
+    ]
+    assert "1 file was skipped" in page.text_content("#skipped-title")
+
+    page.set_input_files("#file-input", str(bogus))  # only a bad file: refused, and the old result goes
     page.wait_for_selector("body[data-state=error]")
     assert "notes.tif: not a TIFF, PNG or JPEG slice" in page.text_content("#error")
+    assert page.is_hidden("#results") and page.is_hidden("#skipped-box")
     assert all("status of 415" in p for p in problems)  # Chromium logs the refused request
     problems.clear()
+
+
+def test_ground_truth_uploaded_with_slices_gives_per_slice_dice(
+    page: Any, server_url: str, sample_patient: Path
+) -> None:
+    numbers = range(8, 14)
+    paths = [sample_patient / f"{sample_patient.name}_{n}{suffix}.tif" for n in numbers for suffix in ("", "_mask")]
+    expected = api_post(server_url, "/api/v1/segment", paths)["cases"][0]
+    page.set_input_files("#file-input", [str(p) for p in paths])
+    wait_for_result(page)
+    page.locator("#thumbs .thumb").nth(2).click()
+    wait_for_result(page, 3)
+    item = expected["slices"][2]
+    pred, truth = decode(item["mask_png"]) > 0, decode(item["truth_png"]) > 0
+    tp, fp, fn = int((pred & truth).sum()), int((pred & ~truth).sum()), int((~pred & truth).sum())
+    shown = page.eval_on_selector("#slice-errors", "e => [e.dataset.tp, e.dataset.fp, e.dataset.fn].map(Number)")
+    assert shown == [tp, fp, fn] and fp > 0 and fn > 0
+    assert page.text_content("#slice-dice") == f"{2 * tp / (2 * tp + fp + fn):.3f}"
+    assert page.text_content("#slice-truth") == f"{truth.sum():,} px"

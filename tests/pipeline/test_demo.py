@@ -1,5 +1,9 @@
 import json
 
+import numpy as np
+from PIL import Image
+
+from lggseg.evaluation import render
 from lggseg.pipeline.demo import run_demo
 
 
@@ -11,8 +15,17 @@ def test_demo_writes_every_output_and_segments_well(tmp_path):
         folder = tmp_path / row["patient"]
         assert (folder / f"{row['patient']}_summary.png").stat().st_size > 10_000
         assert (folder / f"{row['patient']}_mask.nii.gz").is_file()
-        assert len(list((folder / "overlays").glob("*.png"))) == 20
+        overlays = sorted(p.name for p in (folder / "overlays").glob("*.png"))
+        assert len(overlays) == 20
+        # zero-padded: name order is slice order (1, 2, ... 10, not 1, 10, 11)
+        assert overlays == [f"{row['patient']}_{n:02d}_overlay.png" for n in range(1, 21)]
         assert row["dice"] >= 0.85, row
+        # the sample has masks: its overlays show the ground truth too, and say which outline is which
+        with Image.open(folder / "overlays" / overlays[9]) as picture:
+            rgb = np.asarray(picture.convert("RGB"))
+        assert (rgb[40:] == render.TRUTH_COLOR).all(-1).sum() > 20  # the truth outline, below the label
+        assert (rgb[40:] == render.PRED_COLOR).all(-1).sum() > 20
+        assert (np.abs(rgb[:40, :160].astype(int) - render.TRUTH_COLOR) < 40).all(-1).sum() > 10  # its label
     assert (
         json.loads((tmp_path / "demo.json").read_text())["patients"][0]["patient"] == report["patients"][0]["patient"]
     )

@@ -14,6 +14,10 @@ import numpy as np
 from lggseg.evaluation.render import overlay
 from lggseg.io.atomic import atomic_path
 
+OUTLINE_KEY = "outlines: sky blue ground truth, vermillion prediction"
+MONTAGE_LIMIT = 24
+"""Most slices the patient summary shows; beyond it the title says how many of how many."""
+
 
 def _pyplot():
     import matplotlib
@@ -22,6 +26,13 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _integer_ticks(axis: Any) -> None:
+    """Integer tick labels only (slice numbers, epochs)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _save(fig: Any, path: str | Path) -> None:
@@ -46,6 +57,7 @@ def training_curves(history: list[dict[str, Any]], path: str | Path) -> None:
         )
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        _integer_ticks(ax.xaxis)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
@@ -70,19 +82,36 @@ def dice_bars(per_patient: list[dict[str, Any]], path: str | Path) -> None:
 
 
 def overlay_grid(cases: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]], path: str | Path) -> None:
-    """A grid of overlays; each case is (title, image ``(H, W, 3)``, truth, prediction)."""
+    """A grid of overlays; each case is (title, image ``(H, W, 3)``, truth ``(H, W)``, prediction ``(H, W)``).
+
+    Titles are wrapped onto two lines at their first ``": "`` and laid out by matplotlib's
+    constrained layout, so no title runs into the row above or below.
+    """
     plt = _pyplot()
     cols = min(3, len(cases))
     rows = (len(cases) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4.4 * rows + 0.4), squeeze=False, layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (title, image, truth, pred) in zip(axes.ravel(), cases):
         ax.imshow(overlay(image, pred, truth))
-        ax.set_title(title, fontsize=8)
-    fig.suptitle("green: ground truth   red: prediction", fontsize=9)
-    fig.tight_layout()
+        ax.set_title(title.replace(": ", "\n", 1), fontsize=8)
+    fig.suptitle(OUTLINE_KEY, fontsize=9)
     _save(fig, path)
+
+
+def montage_slices(areas: np.ndarray, true_areas: np.ndarray | None, limit: int = MONTAGE_LIMIT) -> np.ndarray:
+    """0-based indices of the slices a summary shows: every slice with tumor (predicted or true), or
+    ``limit`` of them evenly spread when there are more; all slices when none has tumor (up to ``limit``).
+
+    areas, true_areas: ``(Z,)`` pixel counts.
+    """
+    interesting = np.flatnonzero(areas + (true_areas if true_areas is not None else 0))
+    if len(interesting) == 0:
+        interesting = np.arange(len(areas))
+    if len(interesting) <= limit:
+        return interesting
+    return interesting[np.linspace(0, len(interesting) - 1, limit).round().astype(int)]
 
 
 def patient_summary(
@@ -97,22 +126,25 @@ def patient_summary(
     plt = _pyplot()
     areas = pred.reshape(len(pred), -1).sum(1)
     true_areas = truth.reshape(len(truth), -1).sum(1) if truth is not None else None
-    interesting = np.flatnonzero(areas + (true_areas if true_areas is not None else 0))
-    if len(interesting) == 0:
-        interesting = np.arange(len(pred))
-    picks = interesting[np.linspace(0, len(interesting) - 1, min(8, len(interesting))).round().astype(int)]
-    fig = plt.figure(figsize=(12, 8.5))
-    grid = fig.add_gridspec(3, 4, height_ratios=[1, 1, 0.9])
+    tumor_slices = int(np.count_nonzero(areas + (true_areas if true_areas is not None else 0)))
+    picks = montage_slices(areas, true_areas)
+    cols = 6 if len(picks) > 8 else 4
+    rows = max(1, -(-len(picks) // cols))
+    panel = 12 / cols + 0.3  # inches per montage row: a square image and its title
+    fig = plt.figure(figsize=(12, rows * panel + 3.6), layout="constrained")
+    grid = fig.add_gridspec(rows + 1, cols, height_ratios=[panel] * rows + [3.0])
     for i, z in enumerate(picks):
-        ax = fig.add_subplot(grid[i // 4, i % 4])
+        ax = fig.add_subplot(grid[i // cols, i % cols])
         ax.imshow(overlay(images[z], pred[z], truth[z] if truth is not None else None))
         ax.set_title(f"slice {z + 1}: {int(areas[z])} px", fontsize=8)
         ax.axis("off")
-    ax = fig.add_subplot(grid[2, :])
-    ax.bar(np.arange(1, len(pred) + 1), areas, color="#C44E52", alpha=0.8, label="predicted")
+    ax = fig.add_subplot(grid[rows, :])
+    ax.bar(np.arange(1, len(pred) + 1), areas, color="#D55E00", alpha=0.85, label="predicted")
     if true_areas is not None:
-        ax.step(np.arange(1, len(pred) + 1), true_areas, where="mid", color="#2CA02C", label="ground truth")
+        ax.step(np.arange(1, len(pred) + 1), true_areas, where="mid", color="#0072B2", lw=1.6, label="ground truth")
     ax.set_xlabel("slice")
+    _integer_ticks(ax.xaxis)
+    ax.set_xlim(0.4, len(pred) + 0.6)
     ax.set_ylabel("tumor area (pixels)")
     ax.legend(fontsize=8)
     headline = f"{name}   predicted volume {int(pred.sum())} voxels in {int((areas > 0).sum())} slices"
@@ -120,6 +152,10 @@ def patient_summary(
         headline += f"   true {int(truth.sum())} voxels"
     if dice is not None:
         headline += f"   3D Dice {dice:.3f}"
-    fig.suptitle(headline + "\n(outlines: green ground truth, red prediction)", fontsize=10)
-    fig.tight_layout()
+    if tumor_slices:
+        shown = "all" if len(picks) == tumor_slices else f"{len(picks)} of"
+        montage = f"{shown} {tumor_slices} slices with tumor shown"
+    else:
+        montage = f"no tumor; {len(picks)} of {len(pred)} slices shown"
+    fig.suptitle(f"{headline}\n{montage}; {OUTLINE_KEY}", fontsize=10)
     _save(fig, path)

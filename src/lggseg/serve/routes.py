@@ -17,12 +17,19 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from lggseg.serve.cases import sample_uploads
+from lggseg.serve.docs import DOCS_PAGE, openapi_30
 from lggseg.serve.limits import reject
 from lggseg.serve.schemas import ERRORS, UPLOAD_SCHEMA, ErrorOut, SegmentOut
 from lggseg.serve.service import Service
-from lggseg.serve.uploads import receive_uploads
+from lggseg.serve.uploads import Upload, receive_uploads
 
-WEB_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+WEB_FILES = {
+    "app.js": "text/javascript; charset=utf-8",
+    "viewer.js": "text/javascript; charset=utf-8",
+    "docs.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
 SWAGGER_FILES = {
     "swagger-ui-bundle.js": "text/javascript",
     "swagger-ui.css": "text/css",
@@ -36,6 +43,14 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
+}
+DOCS_HEADERS = {
+    **PAGE_HEADERS,
+    # as strict as the page's: Swagger UI needs no inline script or style, its icons are data: SVGs
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
 }
 SEGMENT_DESCRIPTION = (
     "Multipart field `files` (repeat it for several files). Types are recognised by content. "
@@ -90,15 +105,14 @@ def static(name: str) -> Response:
 
 @router.get("/docs", include_in_schema=False)
 def api_docs() -> Response:
-    from fastapi.openapi.docs import get_swagger_ui_html
+    """Swagger UI from local files, reading :func:`api_docs_openapi` (Swagger UI 4 cannot read 3.1)."""
+    return Response(DOCS_PAGE, media_type="text/html; charset=utf-8", headers=DOCS_HEADERS)
 
-    return get_swagger_ui_html(
-        openapi_url="/openapi.json",
-        title="lggseg API",
-        swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-        swagger_css_url="/docs-assets/swagger-ui.css",
-        swagger_favicon_url="/docs-assets/favicon-32x32.png",
-    )
+
+@router.get("/docs/openapi-3.0.json", include_in_schema=False)
+def api_docs_openapi(request: Request) -> dict[str, Any]:
+    """The app's OpenAPI document rewritten as OpenAPI 3.0.3, for the docs page."""
+    return openapi_30(request.app.openapi())
 
 
 @router.get("/docs-assets/{name}", include_in_schema=False)
@@ -136,6 +150,33 @@ async def segment(
             shutil.rmtree(folder, ignore_errors=True)
     finally:
         service.gate.leave()
+
+
+async def analyse_files(service: Service, uploads: list[Upload], images: bool) -> SegmentOut:
+    """Segment files already on disk (the bundled sample) through the same worker gate as uploads."""
+    folder = Path(tempfile.mkdtemp(prefix="lggseg-req-", dir=service.limits.temp_dir))
+    try:
+        return await run_in_threadpool(service.gate.run, service.analyse, uploads, folder, images)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@router.post(
+    "/api/v1/sample",
+    summary="Segment the bundled sample patient",
+    description=(
+        "Segments one patient of the real sample shipped with lggseg (TCGA-LGG, with its ground truth), "
+        "as if its slices and masks had been uploaded. The answer is that of `/api/v1/segment`."
+    ),
+    response_model=SegmentOut,
+    responses={404: {"model": ErrorOut, "description": "no such sample patient"}, 503: ERRORS[503]},
+)
+async def segment_sample(
+    patient: str | None = Query(None, description="sample patient folder name; the first one if absent"),
+    images: bool = Query(True, description="include the FLAIR image and the overlay of each slice"),
+    service: Service = Depends(service_of),
+) -> SegmentOut:
+    return await analyse_files(service, sample_uploads(patient), images)
 
 
 @router.get(

@@ -15,7 +15,12 @@ class SliceOut(BaseModel):
     mask_png: str = Field(description="predicted mask, PNG (0/255) in base64, on the slice's grid")
     flair_png: str | None = Field(None, description="the FLAIR channel as a grey PNG in base64 (?images=true)")
     overlay_png: str | None = Field(
-        None, description="FLAIR with the predicted outline in red (truth in green), PNG base64 (?images=true)"
+        None,
+        description="FLAIR with the predicted outline in vermillion (truth in sky blue), PNG base64 (?images=true)",
+    )
+    truth_png: str | None = Field(None, description="ground-truth mask, PNG (0/255) in base64, when a mask was given")
+    probability_png: str | None = Field(
+        None, description="tumor probability before post-processing, grey PNG (0..255 = 0..1) in base64 (?images=true)"
     )
 
 
@@ -33,11 +38,24 @@ class CaseOut(BaseModel):
     shape: list[int] = Field(description="mask shape (slices, height, width)")
     tumor_volume_voxels: int
     slices_with_tumor: int
-    voxel_size_mm: list[float] | None = Field(None, description="NIfTI pixdim (i, j, k) in mm, when known")
+    voxel_size_mm: list[float] | None = Field(
+        None, description="voxel size (x: columns, y: rows, z: slices) in mm, when known (NIfTI volumes)"
+    )
     tumor_volume_ml: float | None = Field(None, description="tumor volume in millilitres, when the voxel size is known")
     dice: float | None = Field(None, description="3D Dice against the uploaded ground-truth masks, if any")
+    orientation: list[str] | None = Field(
+        None,
+        description="anatomical direction of increasing row and column (e.g. ['P', 'L']: rows run anterior to "
+        "posterior, columns patient right to left); null when unknown",
+    )
     downloads: CaseDownloads
     slices: list[SliceOut]
+
+
+class SkippedFile(BaseModel):
+    file: str = Field(description="the uploaded file's name")
+    status: int = Field(description="the HTTP status this file alone would have got")
+    detail: str = Field(description="why it was skipped")
 
 
 class SegmentOut(BaseModel):
@@ -48,6 +66,7 @@ class SegmentOut(BaseModel):
     png_zip: str = Field(description="URL of all cases' masks as a zip of PNG slices")
     cases: list[CaseOut]
     warnings: list[str]
+    skipped: list[SkippedFile] = Field([], description="files that could not be used; the others were segmented")
 
 
 class ErrorOut(BaseModel):
@@ -57,11 +76,18 @@ class ErrorOut(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text}
     for code, text in {
-        400: "malformed request: not multipart, no files, empty file, unsafe zip entry names",
-        413: "too large: body, file count, image dimensions, voxels, zip size, entries or ratio",
+        400: "malformed request: not multipart, no files, empty file, unsafe zip entry names, only masks; or an "
+        "unknown Host name",
+        401: "this server has an API token and the request did not carry it (Authorization: Bearer <token>)",
+        403: "a cross-origin, cross-site or Origin: null request that would change state",
+        408: "the upload was too slow (no data for body_idle_timeout, or longer than body_timeout in all)",
+        413: "too large: body, file count, image dimensions, voxels, slices or cases per request, decoded size, "
+        "zip size, entries or ratio",
         415: "a file is not a TIFF/PNG/JPEG image, a zip or a NIfTI volume (checked by content)",
-        422: "a file of a known type cannot be read (truncated image, corrupt NIfTI or zip)",
-        503: "the server is busy (queue full); retry later",
+        422: "a file of a known type cannot be read (truncated image, corrupt NIfTI or zip), or a query parameter "
+        "is invalid (the detail is one string naming it)",
+        503: "the server is busy (work queue, download queue or upload space full); retry later",
+        507: "the server ran out of disk space (its problem, not the request's); retry later",
     }.items()
 }
 

@@ -1,28 +1,38 @@
-"""The service behind the routes: the model, the limits, the gate and the result store."""
+"""The service behind the routes: the model, the limits, the gates and the result store.
+
+Work is bounded twice: :meth:`Service.analyse` refuses, before anything is decoded, a request whose
+files ask for more slices, cases or decoded NIfTI memory than one request may (counted from file
+names and headers), and checks the exact numbers again once the cases are read, before the model
+runs. Downloads are built one at a time on their own gate (``download_workers``), from the
+bit-packed masks one slice at a time, so many concurrent downloads cannot pile up memory.
+"""
 
 from __future__ import annotations
 
 import io
+import math
 import shutil
 import tempfile
 import time
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from lggseg.data.dataset import SLICE_NAME
 from lggseg.errors import LggsegError
 from lggseg.evaluation import metrics
-from lggseg.evaluation.render import overlay, png_base64, png_bytes
+from lggseg.evaluation.render import overlay, png_base64, png_bytes, probability_image
 from lggseg.infer.segmenter import Segmenter
 from lggseg.io import nifti
-from lggseg.serve.cases import Case, build_cases, relabel
-from lggseg.serve.limits import Gate, ServerLimits, reject
-from lggseg.serve.schemas import CaseDownloads, CaseOut, SegmentOut, SliceOut
+from lggseg.serve.cases import Case, FileProblem, build_cases, relabel, segment_case
+from lggseg.serve.limits import Gate, ServerLimits, check_work, megabytes, reject
+from lggseg.serve.schemas import CaseDownloads, CaseOut, SegmentOut, SkippedFile, SliceOut
 from lggseg.serve.store import ResultStore, StoredCase
-from lggseg.serve.uploads import Upload, safe_name
+from lggseg.serve.uploads import Upload, nifti_header_shape, safe_name, sniff_upload
 from lggseg.version import __version__
 
 
@@ -34,6 +44,7 @@ class Service:
         self.runtime = segmenter.config.runtime
         self.limits = limits
         self.gate = Gate(limits.workers, limits.queue)
+        self.downloads = Gate(limits.download_workers, limits.download_queue, "lggseg-download", "downloads")
         self.store = ResultStore(limits.max_results, limits.max_result_bytes)
 
     def health(self) -> dict[str, Any]:
@@ -54,17 +65,28 @@ class Service:
                 "weights_file": bundle.path.name if bundle.path else None,
             },
             "limits": {k: v for k, v in asdict(self.limits).items() if k != "temp_dir"},
-            "load": {"admitted": self.gate.admitted, "running": self.gate.running},
+            "load": {
+                "admitted": self.gate.admitted,
+                "running": self.gate.running,
+                "receiving": self.gate.receiving,
+                "downloads": self.downloads.admitted,
+            },
         }
 
     def analyse(self, uploads: list[Upload], folder: Path, include_images: bool) -> SegmentOut:
         """Read, segment and summarise (runs in a worker thread, inside the gate)."""
         began = time.perf_counter()
         warnings: list[str] = []
+        problems: list[FileProblem] = []
+        self.check_request(uploads)
         try:
-            cases = build_cases(uploads, folder, self.limits, warnings)
+            cases = build_cases(uploads, folder, self.limits, warnings, problems)
+            if not cases:
+                said = "; ".join(relabel(w, folder, "") for w in warnings)
+                reject(400, f"nothing to segment: {said or 'no images'}")
+            check_work(sum(len(case.images) for case in cases), len(cases), self.limits)
             for case in cases:
-                case.mask = self.segmenter.segment(case.images)
+                segment_case(self.segmenter, case)  # case.mask is what segmenter.segment gives
         except LggsegError as exc:
             reject(422, relabel(str(exc), folder, ""))
         result_id = self.store.put(cases)
@@ -78,7 +100,46 @@ class Service:
             png_zip=f"{base}/mask.zip",
             cases=out,
             warnings=[relabel(w, folder, "") for w in warnings],
+            skipped=[SkippedFile(file=p.file, status=p.status, detail=relabel(p.detail, folder, "")) for p in problems],
         )
+
+    def check_request(self, uploads: list[Upload]) -> None:
+        """Refuse, from names and headers only, a request that asks for too much work or memory (413).
+
+        Counted: each image that is not a ground-truth mask is a slice, and a case unless named
+        ``<patient>_<n>`` (one case per patient); a NIfTI volume is a case of ``K`` slices whose
+        decoded size is voxels x (stored bytes + 16): the raw values and the float32 working copies
+        of one channel. Zips are counted once read (:func:`~lggseg.serve.limits.check_work`).
+        """
+        slices = cases = decoded = 0
+        patients: set[str] = set()
+        for upload in uploads:
+            kind = sniff_upload(upload.path)
+            if kind == "image":
+                match = SLICE_NAME.match(upload.label)
+                if match and match["mask"]:
+                    continue
+                slices += 1
+                if match:
+                    patients.add(match["prefix"])
+                else:
+                    cases += 1
+            elif kind in ("nifti", "nifti-gz"):
+                found = nifti_header_shape(upload.path, kind == "nifti-gz")
+                if found is None:  # unreadable header: the reader says why
+                    continue
+                shape, itemsize = found
+                slices += shape[2] if len(shape) >= 3 else 1
+                cases += 1
+                need = math.prod(shape) * (itemsize + 16)
+                decoded += need
+                if decoded > self.limits.max_decoded_bytes:
+                    reject(
+                        413,
+                        f"{upload.label}: a volume of shape {tuple(shape)} needs {megabytes(need)} to decode; one "
+                        f"request may use {megabytes(self.limits.max_decoded_bytes)}",
+                    )
+        check_work(slices, cases + len(patients), self.limits, exact=False)
 
     @staticmethod
     def _case_out(case: Case, position: int, base: str, include_images: bool) -> CaseOut:
@@ -96,10 +157,14 @@ class Service:
                 mask_png=png_base64(slice_mask.astype(np.uint8) * 255),
                 flair_png=None,
                 overlay_png=None,
+                truth_png=png_base64(truth.astype(np.uint8) * 255) if truth is not None else None,
+                probability_png=None,
             )
             if include_images:
                 item.flair_png = png_base64(np.ascontiguousarray(image[..., 1]))
                 item.overlay_png = png_base64(overlay(image, slice_mask, truth))
+                if case.probability is not None:
+                    item.probability_png = png_base64(probability_image(case.probability[z]))
             slices.append(item)
         volume = int(areas.sum())
         ml = volume * float(np.prod(case.voxel_size)) / 1000.0 if case.voxel_size else None
@@ -113,6 +178,7 @@ class Service:
             voxel_size_mm=list(case.voxel_size) if case.voxel_size else None,
             tumor_volume_ml=round(ml, 4) if ml is not None else None,
             dice=round(metrics.dice(mask, case.truth), 6) if case.truth is not None else None,
+            orientation=list(case.orientation) if case.orientation else None,
             downloads=CaseDownloads(
                 nifti=f"{base}/mask.nii.gz?case={position}", png_zip=f"{base}/mask.zip?case={position}"
             ),
@@ -128,24 +194,47 @@ class Service:
         return [cases[case]]
 
     def nifti_bytes(self, result_id: str, case: int) -> tuple[str, bytes]:
+        """``(file name, .nii.gz bytes)`` of one case's mask, built on the download gate (503 when full)."""
+        return self.downloads.run(self._nifti_bytes, result_id, case)
+
+    def zip_bytes(self, result_id: str, case: int | None) -> tuple[str, bytes]:
+        """``(file name, zip bytes)`` of PNG masks, built on the download gate (503 when full)."""
+        return self.downloads.run(self._zip_bytes, result_id, case)
+
+    def _nifti_bytes(self, result_id: str, case: int) -> tuple[str, bytes]:
         (stored,) = self._pick(result_id, case)
         folder = Path(tempfile.mkdtemp(prefix="lggseg-dl-", dir=self.limits.temp_dir))
         try:
             path = folder / "mask.nii.gz"
-            nifti.save_volume(stored.mask().astype(np.uint8), path, stored.reference)
+            nifti.save_volume(stored.mask_uint8(), path, usable_reference(stored.reference))
             return f"{safe_name(stored.name)}_mask.nii.gz", path.read_bytes()
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def zip_bytes(self, result_id: str, case: int | None) -> tuple[str, bytes]:
+    def _zip_bytes(self, result_id: str, case: int | None) -> tuple[str, bytes]:
         cases = self._pick(result_id, case)
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for stored in cases:
                 folder = safe_name(stored.name)
-                for slice_mask, name in zip(stored.mask(), stored.slice_names):
-                    archive.writestr(
-                        f"{folder}/{safe_name(name, 'slice')}_mask.png", png_bytes(slice_mask.astype(np.uint8) * 255)
-                    )
+                for z, name in enumerate(stored.slice_names):
+                    png = png_bytes(stored.slice_mask(z) * np.uint8(255))
+                    archive.writestr(f"{folder}/{safe_name(name, 'slice')}_mask.png", png)
         name = f"{safe_name(cases[0].name)}_masks.zip" if len(cases) == 1 else "lggseg_masks.zip"
         return name, buffer.getvalue()
+
+
+def usable_reference(reference: Any) -> Any:
+    """A NIfTI reference whose affine is finite: a NaN or infinite sform is replaced by the qform
+    (when finite) or by the header's voxel-size affine, so that a mask can always be written."""
+    if reference is None:
+        return None
+    affine = np.asarray(reference.affine, dtype=np.float64)
+    if np.isfinite(affine).all():
+        return reference
+    header = reference.header.copy()
+    candidates = [header.get_qform()] if int(header["qform_code"]) > 0 else []
+    candidates.append(header.get_base_affine())
+    fallback = next((a for a in candidates if np.isfinite(a).all()), np.eye(4))
+    header.set_sform(fallback, code=0)
+    return SimpleNamespace(affine=np.asarray(fallback, np.float64), header=header)
