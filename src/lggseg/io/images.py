@@ -5,9 +5,17 @@ as an ``(H, W, 3)`` uint8 array in the data set's channel order (pre-contrast, F
 post-contrast), whatever the file held. The conversions, in the order they are applied:
 
 * **Size guard.** The declared width x height is checked *before* any pixel is decoded; images
-  with more than :data:`MAX_PIXELS` pixels (or TIFFs with an absurd number of samples per pixel)
-  are refused, so a small file that declares huge dimensions (a decompression bomb) costs
-  nothing.
+  with more than :data:`MAX_PIXELS` pixels (or TIFFs with an absurd number of samples per pixel,
+  or more than :data:`MAX_TIFF_PAGES` pages) are refused, and so is any image whose decoding
+  would take more memory than :data:`lggseg.io.budget.MAX_DECODED_BYTES`, counted in bytes
+  (pixels x samples x bytes per sample, plus the decoder's copies and the uint8 result), not
+  pixels: a 2 MB tiled float64 TIFF of 8192 x 8192 x 4 costs nothing. A small file that declares
+  huge dimensions (a decompression bomb) is refused before any allocation.
+* **JPEG completeness and TIFF strips** (:mod:`lggseg.io.decode_guards`). A JPEG whose header
+  declares more pixels than its data encodes (libjpeg fills the rest with grey and only warns) is
+  refused. A deflate or LZMA TIFF strip or tile that would inflate beyond the size its
+  dimensions give (a 500 KB file of a 64 x 64 image inflating to 512 MB) is refused before
+  tifffile inflates it.
 * **TIFF.** Grayscale (min-is-black) and RGB pages of any bit depth, sample format and
   planar layout are decoded with tifffile. Palette, CMYK, YCbCr, CIELAB and min-is-white pages,
   and compressions tifffile cannot decode without extra codecs (LZW, JPEG-in-TIFF...), are
@@ -33,22 +41,36 @@ message that names the file; no other exception escapes for any content of the f
 
 Formats that are refused with a clear message: empty files, DICOM (convert the series to
 NIfTI, e.g. with dcm2niix), and anything that is not TIFF, PNG or JPEG (BMP, GIF, WebP, text...).
+Paths are read only if they are regular files (:func:`lggseg.io.budget.read_regular`): a FIFO or
+``/dev/zero`` is refused at once.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
 
 from lggseg.errors import LggsegError
+from lggseg.io.budget import check_decoded_bytes, read_regular
+from lggseg.io.decode_guards import check_jpeg_complete, check_tiff_segments, pillow_decoded_bytes
 
 MAX_PIXELS = 8192 * 8192
 """Images with more pixels than this are refused (decompression-bomb guard)."""
 
 MAX_SAMPLES_PER_PIXEL = 16
 """TIFF pages with more samples (channels) per pixel than this are refused."""
+
+MAX_TIFF_PAGES = 64
+"""TIFFs with more pages (IFDs) than this are refused before the pages are parsed."""
+
+MAX_IMAGE_FILE_BYTES = 256 << 20
+"""Image files larger than this are refused before they are read (256 MiB)."""
+
+_BLOCK_VALUES = 1 << 22
+"""Values converted to uint8 at a time (bounds the float64 working copy to 32 MB)."""
 
 _MAGIC = {
     b"II*\x00": "tiff",
@@ -105,7 +127,13 @@ def _decode_pillow(data: bytes, label: str) -> np.ndarray:
         raise LggsegError(f"{label}: cannot decode image (corrupt or unsupported image data)") from None
     with img:
         _check_size(img.width, img.height, label)
-        if img.mode in _PILLOW_CONVERT or (img.mode == "P" and "transparency" in img.info):
+        converting = img.mode in _PILLOW_CONVERT or (img.mode == "P" and "transparency" in img.info)
+        check_decoded_bytes(
+            pillow_decoded_bytes(img, converting), f"{label}: {img.width}x{img.height} {img.mode} image"
+        )
+        if img.format in ("JPEG", "MPO"):
+            check_jpeg_complete(data, label)
+        if converting:
             has_alpha = "A" in img.mode or "a" in img.mode or "transparency" in img.info
             img = img.convert("RGBA" if has_alpha else "RGB")
         return np.asarray(img)
@@ -118,8 +146,16 @@ def _decode_tiff(data: bytes, label: str) -> np.ndarray:
         pages = tif.pages
         if len(pages) == 0:
             raise LggsegError(f"{label}: TIFF holds no image")
+        if len(pages) > MAX_TIFF_PAGES:
+            raise LggsegError(f"{label}: TIFF holds {len(pages)} pages; one file must hold one slice")
         page = pages[0]
         _check_size(int(page.imagewidth), int(page.imagelength), label)
+        values = math.prod(int(n) for n in page.shape)
+        itemsize = page.dtype.itemsize if page.dtype is not None else 8
+        check_decoded_bytes(
+            values * itemsize + int(page.imagewidth) * int(page.imagelength) * 3,
+            f"{label}: {page.imagewidth}x{page.imagelength} TIFF of {values} {page.dtype or 'unknown'} values",
+        )
         if int(page.imagedepth) > 1:
             raise LggsegError(
                 f"{label}: volumetric TIFF page (depth {page.imagedepth}); one file must hold one slice (use NIfTI for "
@@ -139,6 +175,8 @@ def _decode_tiff(data: bytes, label: str) -> np.ndarray:
         if photometric == int(tifffile.PHOTOMETRIC.MINISWHITE) and int(page.bitspersample) == 1:
             native = True  # bilevel: a set bit is foreground (tifffile writes bool masks this way)
         first_error: Exception | None = None
+        if native and not check_tiff_segments(tif, page, label):  # False: leave this compression to Pillow
+            native = False
         if native:
             try:
                 array = page.asarray()
@@ -190,25 +228,44 @@ def _decode(data: bytes, label: str) -> np.ndarray:
     return array
 
 
+def _finite_range(array: np.ndarray, rows: int) -> tuple[float, float] | None:
+    """(min, max) of the finite values, ``rows`` rows at a time; None when there is none."""
+    if array.dtype.kind in "iu":
+        return (float(array.min()), float(array.max())) if array.size else None
+    lo, hi = math.inf, -math.inf
+    for start in range(0, array.shape[0], rows):
+        block = array[start : start + rows]
+        finite = block[np.isfinite(block)]
+        if finite.size:
+            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+    return None if lo > hi else (lo, hi)
+
+
 def _to_uint8(array: np.ndarray) -> np.ndarray:
-    """Rescale any numeric array to uint8 (uint8 passes through unchanged)."""
+    """Rescale any numeric array ``(H, W[, C])`` to uint8 (uint8 passes through unchanged).
+
+    Converted a block of rows at a time, so the float64 working copy stays small whatever the
+    image's size (the values are the same as converting the whole array at once).
+    """
     if array.dtype == np.uint8:
         return array
     if array.dtype == bool:
         return array.astype(np.uint8) * 255
-    values = array.astype(np.float64)
-    finite = np.isfinite(values)
-    if not finite.any():
-        return np.zeros(array.shape, np.uint8)
-    lo, hi = float(values[finite].min()), float(values[finite].max())
-    if hi <= lo:
-        return np.zeros(array.shape, np.uint8)
-    values[~finite] = lo
-    # halves keep hi - lo finite even for values near the float64 limits
-    values *= 0.5
-    values -= lo * 0.5
-    values *= 255.0 / (hi * 0.5 - lo * 0.5)
-    return np.clip(np.round(values), 0, 255).astype(np.uint8)
+    rows = max(1, _BLOCK_VALUES // max(1, array[:1].size))
+    found = _finite_range(array, rows)
+    out = np.zeros(array.shape, np.uint8)
+    if found is None or found[1] <= found[0]:
+        return out
+    lo, hi = found
+    for start in range(0, array.shape[0], rows):
+        values = array[start : start + rows].astype(np.float64)
+        values[~np.isfinite(values)] = lo
+        # halves keep hi - lo finite even for values near the float64 limits
+        values *= 0.5
+        values -= lo * 0.5
+        values *= 255.0 / (hi * 0.5 - lo * 0.5)
+        out[start : start + rows] = np.clip(np.round(values), 0, 255)
+    return out
 
 
 def image_from_bytes(data: bytes, label: str = "image") -> np.ndarray:
@@ -243,14 +300,7 @@ def mask_from_bytes(data: bytes, label: str = "mask") -> np.ndarray:
 
 
 def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise LggsegError(f"{display_path(path)}: no such file") from None
-    except IsADirectoryError:
-        raise LggsegError(f"{display_path(path)}: is a folder, expected an image file") from None
-    except OSError as exc:
-        raise LggsegError(f"{display_path(path)}: cannot read ({exc.strerror or _reason(exc)})") from None
+    return read_regular(path, display_path(path), MAX_IMAGE_FILE_BYTES, "an image file")
 
 
 def read_image(path: str | Path) -> np.ndarray:

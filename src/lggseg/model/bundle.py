@@ -5,13 +5,31 @@ A weights file holds the U-Net's tensors and, in the safetensors header metadata
 (the :class:`PostProcess` chosen on validation, as JSON), ``tta`` (``flip`` or ``none``) and
 ``info`` (free JSON: fold, epoch, validation Dice...). Loading checks the format, the
 architecture, every tensor name and shape, and optionally the file's SHA-256.
+
+Loading checks before it builds or allocates anything (a hostile file costs nothing):
+
+1. the path must be a regular file of at most :data:`MAX_WEIGHTS_BYTES` (a FIFO or ``/dev/zero``
+   is refused at once, without reading); it is read once, and hashed and parsed from that copy;
+2. the safetensors header length must fit the file and :data:`MAX_HEADER_BYTES`; pickles are
+   recognised and never unpickled;
+3. the metadata is validated against sane bounds (:func:`unet_config_from`,
+   :meth:`PostProcess.__post_init__`, :data:`TTA_MODES`): integer widths and depth within
+   :data:`MAX_BASE_WIDTH` and the U-Net's range, channels within 1..16, a finite dropout in
+   [0, 1), a finite threshold in (0, 1), a non-negative integer ``min_component``, ``min_peak``
+   in [0, 1), and at most :data:`MAX_PARAMETERS` parameters (counted on PyTorch's ``meta``
+   device, which allocates nothing);
+4. every tensor's name, shape and dtype must match that architecture, from the header alone;
+5. only then are the tensors deserialised and the model built.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import math
+import numbers
+import struct
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,12 +38,31 @@ import torch
 
 from lggseg.errors import LggsegError
 from lggseg.io.atomic import atomic_path
+from lggseg.io.budget import read_regular
 from lggseg.model.unet import UNet, UNetConfig
 
 FORMAT = "lggseg-unet"
 SHIPPED_NAME = "lggseg_unet.safetensors"
 BEST_NAME = "best.safetensors"
 """The deliverable weights of a run folder (``--weights RUN`` means ``RUN/best.safetensors``)."""
+
+MAX_WEIGHTS_BYTES = 1 << 30
+"""Weights files larger than this (1 GiB) are refused before they are read."""
+MAX_HEADER_BYTES = 100 << 20
+"""Largest safetensors JSON header (the limit of the safetensors library itself)."""
+MAX_BASE_WIDTH = 256
+MAX_PARAMETERS = 100_000_000
+"""Largest model accepted (400 MB of float32), counted before anything is allocated."""
+TTA_MODES = ("none", "flip")
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
 @dataclass(frozen=True)
@@ -42,6 +79,16 @@ class PostProcess:
     min_component: int = 0
     keep_largest: bool = False
     min_peak: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not _is_real(self.threshold) or not 0.0 < float(self.threshold) < 1.0:
+            raise ValueError(f"threshold must be a number in (0, 1), got {self.threshold!r}")
+        if not _is_int(self.min_component) or not 0 <= int(self.min_component) <= 2**31:
+            raise ValueError(f"min_component must be an integer >= 0, got {self.min_component!r}")
+        if not isinstance(self.keep_largest, bool):
+            raise ValueError(f"keep_largest must be true or false, got {self.keep_largest!r}")
+        if not _is_real(self.min_peak) or not 0.0 <= float(self.min_peak) < 1.0:
+            raise ValueError(f"min_peak must be a number in [0, 1), got {self.min_peak!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,11 +117,13 @@ class ModelBundle:
 
 
 def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """SHA-256 of a weights file (a regular file of at most :data:`MAX_WEIGHTS_BYTES`)."""
+    return hashlib.sha256(read_weights_file(Path(path))).hexdigest()
+
+
+def read_weights_file(path: Path) -> bytes:
+    """The bytes of a weights file; FIFOs, devices, folders and oversized files are refused unread."""
+    return read_regular(path, str(path), MAX_WEIGHTS_BYTES, "a weights file")
 
 
 def save_weights(
@@ -138,50 +187,123 @@ def resolve_weights(path: str | Path | None) -> tuple[Path, str | None]:
     return path, None
 
 
-def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read tensors and metadata; any non-safetensors content is refused, never unpickled."""
-    from safetensors import safe_open
-
-    with open(path, "rb") as handle:
-        head = handle.read(9)  # safetensors: 8-byte header length, then the JSON header's "{"
-    pickle_like = head.startswith(b"PK\x03\x04") or head[:1] in (b"\x80", b"(", b"c", b"]", b"}")
-    if pickle_like and head[8:9] != b"{":
+def _parse_header(data: bytes, path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """``({tensor: {dtype, shape, data_offsets}}, metadata)`` from a safetensors file's bytes, checked."""
+    bad = f"{path}: not a valid safetensors weights file"
+    pickle_like = data.startswith(b"PK\x03\x04") or data[:1] in (b"\x80", b"(", b"c", b"]", b"}")
+    if pickle_like and data[8:9] != b"{":
         raise LggsegError(
             f"{path}: looks like a PyTorch/pickle checkpoint, not safetensors; lggseg never unpickles model files "
             "(unpickling can run code). Convert it with safetensors.torch.save_file in a trusted environment"
         )
+    if len(data) < 10:
+        raise LggsegError(f"{bad} ({len(data)} bytes)")
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > MAX_HEADER_BYTES or 8 + length > len(data):
+        raise LggsegError(f"{bad} (header of {length} bytes in a file of {len(data)})")
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as exc:  # safetensors raises SafetensorError / OSError on bad headers
+        header = json.loads(data[8 : 8 + length])
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise LggsegError(f"{bad} (header is not JSON: {type(exc).__name__})") from None
+    if not isinstance(header, dict):
+        raise LggsegError(f"{bad} (header is not a JSON object)")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise LggsegError(f"{bad} (metadata is not a map of strings)")
+    body = len(data) - 8 - length
+    for name, entry in header.items():
+        try:
+            begin, end = (int(n) for n in entry["data_offsets"])
+            shape = [int(n) for n in entry["shape"]]
+            size = math.prod(shape) * _DTYPE_BYTES[entry["dtype"]]
+        except (KeyError, TypeError, ValueError):
+            raise LggsegError(f"{bad} (tensor {name!r} is badly described)") from None
+        if min(shape, default=0) < 0 or not 0 <= begin <= end <= body or end - begin != size:
+            raise LggsegError(f"{bad} (tensor {name!r} lies outside the file or has the wrong size)")
+    return header, metadata
+
+
+def _deserialize(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load
+
+    try:
+        return load(data)
+    except Exception as exc:  # safetensors raises SafetensorError on a bad layout
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise LggsegError(f"{path}: not a valid safetensors weights file ({reason})") from None
-    return tensors, metadata
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read tensors and metadata; any non-safetensors content is refused, never unpickled."""
+    data = read_weights_file(Path(path))
+    _, metadata = _parse_header(data, Path(path))
+    return _deserialize(data, Path(path)), metadata
+
+
+def unet_config_from(text: str) -> UNetConfig:
+    """The :class:`UNetConfig` in a weights file's ``model`` metadata, checked against sane bounds (ValueError)."""
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError("the model metadata is not a JSON object")
+    known = {f.name for f in fields(UNetConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"unknown architecture keys {unknown}")
+    for name in ("in_channels", "out_channels", "base_width", "depth"):
+        if name in raw and not _is_int(raw[name]):
+            raise ValueError(f"{name} must be an integer, got {raw[name]!r}")
+    if "dropout" in raw and not _is_real(raw["dropout"]):
+        raise ValueError(f"dropout must be a finite number, got {raw['dropout']!r}")
+    config = UNetConfig(**raw)  # its own checks: depth 1..6, dropout in [0, 1), widths >= 1
+    if not 1 <= config.in_channels <= 16 or not 1 <= config.out_channels <= 16:
+        raise ValueError(f"channels must be between 1 and 16, got {config.in_channels} in, {config.out_channels} out")
+    if config.base_width > MAX_BASE_WIDTH:
+        raise ValueError(f"base_width must be at most {MAX_BASE_WIDTH}, got {config.base_width}")
+    return config
+
+
+def _expected_shapes(config: UNetConfig, path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes of the architecture, from a model on the ``meta`` device (nothing is allocated)."""
+    with torch.device("meta"):
+        skeleton = UNet(config)
+    parameters = sum(p.numel() for p in skeleton.parameters())
+    if parameters > MAX_PARAMETERS:
+        raise LggsegError(
+            f"{path}: bad model metadata (the architecture has {parameters} parameters, limit {MAX_PARAMETERS})"
+        )
+    return {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
 
 
 def load_weights(path: str | Path | None = None, expected_sha256: str | None = None) -> ModelBundle:
-    """Load and validate a weights file (None -> the shipped model, hash-checked)."""
+    """Load and validate a weights file (None -> the shipped model, hash-checked); see the module docstring."""
     file, shipped_hash = resolve_weights(path)
     expected = expected_sha256 or shipped_hash
-    actual = sha256_of(file)
+    data = read_weights_file(file)
+    actual = hashlib.sha256(data).hexdigest()
     if expected is not None and actual != expected:
         raise LggsegError(
             f"{file}: SHA-256 {actual[:12]}... does not match the expected {expected[:12]}...; the file is damaged or "
             "replaced"
         )
-    tensors, metadata = read_safetensors(file)
+    header, metadata = _parse_header(data, file)
     if metadata.get("format") != FORMAT:
         raise LggsegError(f"{file}: not an lggseg U-Net weights file (format={metadata.get('format')!r})")
     try:
-        config = UNetConfig(**json.loads(metadata["model"]))
-        post = PostProcess(**json.loads(metadata.get("postprocess", "{}")))
+        config = unet_config_from(metadata["model"])
+        post_raw = json.loads(metadata.get("postprocess", "{}"))
+        if not isinstance(post_raw, dict):
+            raise ValueError("the postprocess metadata is not a JSON object")
+        post = PostProcess(**post_raw)
         info = json.loads(metadata.get("info", "{}"))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise LggsegError(f"{file}: bad model metadata ({exc})") from None
-    model = UNet(config)
-    expected_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got_shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise LggsegError(
+            f"{file}: bad model metadata ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
+    tta = metadata.get("tta", "none")
+    if tta not in TTA_MODES:
+        raise LggsegError(f"{file}: unknown test-time augmentation {tta!r}")
+    expected_shapes = _expected_shapes(config, file)
+    got_shapes = {k: tuple(int(n) for n in v["shape"]) for k, v in header.items()}
     if expected_shapes.keys() != got_shapes.keys():
         missing = sorted(expected_shapes.keys() - got_shapes.keys())
         unexpected = sorted(got_shapes.keys() - expected_shapes.keys())
@@ -190,9 +312,11 @@ def load_weights(path: str | Path | None = None, expected_sha256: str | None = N
     for key, shape in expected_shapes.items():
         if got_shapes[key] != shape:
             raise LggsegError(f"{file}: tensor {key} has shape {got_shapes[key]}, the architecture needs {shape}")
+        if header[key]["dtype"] not in ("F32", "F16", "BF16", "F64", "I64"):
+            raise LggsegError(f"{file}: tensor {key} has dtype {header[key]['dtype']}, expected floating point")
+    tensors = _deserialize(data, file)
+    del data
+    model = UNet(config)
     model.load_state_dict(tensors)
     model.eval()
-    tta = metadata.get("tta", "none")
-    if tta not in ("none", "flip"):
-        raise LggsegError(f"{file}: unknown test-time augmentation {tta!r}")
     return ModelBundle(model, post, tta, info, actual, file)

@@ -23,8 +23,22 @@ class StoredCase:
     reference: Any = None
 
     def mask(self) -> np.ndarray:
+        """The whole ``(Z, H, W)`` bool mask."""
+        return self.mask_uint8().astype(bool)
+
+    def mask_uint8(self) -> np.ndarray:
+        """The whole ``(Z, H, W)`` mask as uint8 0/1 (one unpacked copy, no bool round trip)."""
         count = int(np.prod(self.shape))
-        return np.unpackbits(self.packed, count=count).astype(bool).reshape(self.shape)
+        return np.unpackbits(self.packed, count=count).reshape(self.shape)
+
+    def slice_mask(self, z: int) -> np.ndarray:
+        """Slice ``z`` as ``(H, W)`` uint8 0/1, unpacking only its own bytes."""
+        _, height, width = self.shape
+        first = z * height * width
+        begin, skip = divmod(first, 8)
+        end = (first + height * width + 7) // 8 + 1
+        bits = np.unpackbits(self.packed[begin:end])[skip : skip + height * width]
+        return bits.reshape(height, width)
 
 
 class ResultStore:

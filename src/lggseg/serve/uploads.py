@@ -1,22 +1,39 @@
-"""Receiving uploads: the streamed multipart body, recognising files by content, safe zip extraction."""
+"""Receiving uploads: the streamed multipart body, recognising files by content, safe zip extraction.
+
+The body is read under two deadlines (``body_idle_timeout`` without a byte, ``body_timeout`` in
+all; 408), counted against the request's and the server's byte limits as it arrives (413, 503),
+and written to the request's temporary folder; the request joins the work queue only after that.
+A client that goes away mid-upload is one log line. File names are decoded as UTF-8, as browsers
+and HTTP libraries send them. A full disk is the server's problem (507), never the client's.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import gzip
 import io
+import logging
 import re
 import stat
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, NoReturn
 
 import numpy as np
 from fastapi import HTTPException, Request
+from starlette.requests import ClientDisconnect
 
 from lggseg.errors import LggsegError
 from lggseg.io.images import sniff_format
-from lggseg.serve.limits import MB, ServerLimits, megabytes, reject
+from lggseg.serve.limits import MB, ZIP_RATIO_FLOOR, Gate, ServerLimits, megabytes, reject
+
+log = logging.getLogger("lggseg.serve")
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+"""Write errors that mean the server ran out of space (EFBIG: a file-size limit such as ``ulimit -f``)."""
 
 
 @dataclass
@@ -35,6 +52,23 @@ def clean_label(raw: str, index: int) -> str:
     return name or f"file{index + 1}"
 
 
+def decode_filename(raw: bytes) -> str:
+    """A multipart file name as sent: UTF-8 (browsers, httpx, curl), else Latin-1."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def server_write_error(exc: OSError, what: str) -> NoReturn:
+    """A write failed on the server's side: 507 for a full disk, else 500; logged either way."""
+    full = exc.errno in DISK_FULL
+    log.error("cannot write %s: %s (%s)", what, exc.strerror or exc, "disk full" if full else "server error")
+    if full:
+        reject(507, f"the server ran out of disk space while writing {what}; try again later or send less")
+    reject(500, f"the server could not write {what} ({exc.strerror or type(exc).__name__}); see the server log")
+
+
 def safe_name(text: str, fallback: str = "case") -> str:
     """A name safe inside a zip and a Content-Disposition header."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:120]
@@ -49,7 +83,7 @@ class _PartCollector:
         self.limits = limits
         self.files: list[Upload] = []
         self.finished = False
-        self._headers: dict[str, str] = {}
+        self._headers: dict[str, bytes] = {}
         self._field = b""
         self._value = b""
         self._current: Upload | None = None
@@ -78,13 +112,14 @@ class _PartCollector:
         self._value += data[start:end]
 
     def _header_end(self) -> None:
-        self._headers[self._field.decode("latin-1").lower()] = self._value.decode("utf-8", "replace")
+        self._headers[self._field.decode("latin-1").lower()] = self._value
         self._field = self._value = b""
 
     def _headers_finished(self) -> None:
         from python_multipart.multipart import parse_options_header
 
-        _, options = parse_options_header(self._headers.get("content-disposition", ""))
+        # latin-1 keeps every byte as one character, so the file name comes back as the bytes sent
+        _, options = parse_options_header(self._headers.get("content-disposition", b"").decode("latin-1"))
         filename = options.get(b"filename")
         if filename is None:  # a plain form field: ignored
             self._current = None
@@ -92,14 +127,20 @@ class _PartCollector:
         if len(self.files) >= self.limits.max_files:
             reject(413, f"too many files in one request (the limit is {self.limits.max_files})")
         index = len(self.files)
-        upload = Upload(clean_label(filename.decode("utf-8", "replace"), index), self.folder / f"part{index}")
+        upload = Upload(clean_label(decode_filename(filename), index), self.folder / f"part{index}")
         self.files.append(upload)
         self._current = upload
-        self._handle = open(upload.path, "wb")
+        try:
+            self._handle = open(upload.path, "wb")
+        except OSError as exc:
+            server_write_error(exc, "an upload")
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._current is not None:
-            self._handle.write(data[start:end])
+            try:
+                self._handle.write(data[start:end])
+            except OSError as exc:
+                server_write_error(exc, "an upload")
             self._current.size += end - start
 
     def _part_end(self) -> None:
@@ -111,12 +152,20 @@ class _PartCollector:
 
     def close(self) -> None:
         if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+            handle, self._handle = self._handle, None
+            try:
+                handle.close()  # flushes: a full disk can show here
+            except OSError as exc:
+                server_write_error(exc, "an upload")
+
+
+def _gate_of(request: Request) -> Gate | None:
+    service = getattr(request.app.state, "service", None)
+    return getattr(service, "gate", None)
 
 
 async def receive_uploads(request: Request, folder: Path, limits: ServerLimits) -> list[Upload]:
-    """Stream a multipart body into ``folder``, refusing it as soon as it exceeds the limit."""
+    """Stream a multipart body into ``folder`` under the body deadlines and byte limits."""
     from python_multipart.exceptions import MultipartParseError
     from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -131,18 +180,24 @@ async def receive_uploads(request: Request, folder: Path, limits: ServerLimits) 
     if declared.isdigit() and int(declared) > limits.max_upload_bytes:
         reject(413, too_large)
     collector = _PartCollector(folder, limits)
+    gate = _gate_of(request)
+    received = taken = 0
     try:
         parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
-        received = 0
-        async for chunk in request.stream():
+        async for chunk in _body_chunks(request, limits):
             received += len(chunk)
             if received > limits.max_upload_bytes:
                 reject(413, too_large)
+            if gate is not None:
+                gate.take_bytes(len(chunk), limits.max_receiving_bytes)
+                taken += len(chunk)
             parser.write(chunk)
         parser.finalize()
     except (MultipartParseError, ValueError) as exc:
         reject(400, f"malformed multipart body ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
     finally:
+        if gate is not None:
+            gate.give_bytes(taken)
         collector.close()
     if not collector.finished:
         reject(400, "incomplete multipart body")
@@ -152,6 +207,57 @@ async def receive_uploads(request: Request, folder: Path, limits: ServerLimits) 
         if upload.size == 0:
             reject(400, f"{upload.label}: empty file")
     return collector.files
+
+
+async def _body_chunks(request: Request, limits: ServerLimits) -> Any:
+    """The body's chunks; 408 when the client pauses ``body_idle_timeout`` or overruns ``body_timeout``.
+
+    A client that disconnects gets one log line and a 400 nobody reads (no traceback).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.body_timeout
+    chunks = request.stream().__aiter__()
+    received = 0
+    while True:
+        remaining = deadline - loop.time()
+        wait = min(limits.body_idle_timeout, remaining)
+        try:
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            chunk = await asyncio.wait_for(chunks.__anext__(), wait)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            overall = remaining <= limits.body_idle_timeout
+            reject(
+                408,
+                f"upload too slow: {received} bytes in {limits.body_timeout:g} s"
+                if overall
+                else f"upload stalled: no data for {limits.body_idle_timeout:g} s after {received} bytes",
+            )
+        except ClientDisconnect:
+            reject(400, f"upload aborted by the client after {received} bytes")
+        received += len(chunk)
+        yield chunk
+
+
+def nifti_header_shape(path: Path, compressed: bool) -> tuple[tuple[int, ...], int] | None:
+    """``(shape, bytes per stored value)`` from a NIfTI-1/2 header, reading only the header; None if unreadable."""
+    import nibabel as nib
+
+    try:
+        opener: Any = gzip.open if compressed else open
+        with opener(path, "rb") as handle:
+            head = handle.read(540)
+        kind = nib.Nifti2Header if head[4:8] == b"n+2\x00" else nib.Nifti1Header
+        header = kind.from_fileobj(io.BytesIO(head))
+        shape = tuple(int(n) for n in header.get_data_shape())
+        itemsize = int(np.dtype(header.get_data_dtype()).itemsize)
+    except Exception:  # nibabel and gzip raise many types for a bad header; the reader reports it
+        return None
+    if any(n < 0 for n in shape):
+        return None
+    return shape, itemsize
 
 
 def _is_nifti_header(head: bytes) -> bool:
@@ -207,10 +313,13 @@ def image_size(data: bytes, label: str) -> tuple[int, int]:
 def extract_zip(path: Path, dest: Path, limits: ServerLimits, label: str = "zip") -> None:
     """Check every entry of a zip, then extract it under ``dest`` (and nowhere else).
 
-    Refused: more than ``max_zip_entries`` entries, a total uncompressed size above
-    ``max_unzipped_bytes``, an entry over 1 MB compressed more than ``max_zip_ratio`` times,
-    absolute names, ``..`` components, links, encrypted or duplicate entries. Hidden files and
-    ``__MACOSX/`` are skipped.
+    Refused before anything is written (from the sizes the archive declares, which
+    :mod:`zipfile` enforces while reading): more than ``max_zip_entries`` entries, a total
+    uncompressed size above ``max_unzipped_bytes``, or above both :data:`ZIP_RATIO_FLOOR` and
+    ``max_zip_ratio`` times the archive's own size (a 749 KB zip of many 1 MB entries of zeros no
+    longer writes 466 MB), an entry over 1 MB compressed more than ``max_zip_ratio`` times; absolute
+    names, ``..`` components, links, encrypted or duplicate entries. Hidden files and ``__MACOSX/``
+    are skipped. A full disk while extracting is 507 (the server's problem, logged), never 400.
     """
     try:
         archive = zipfile.ZipFile(path)
@@ -245,6 +354,13 @@ def extract_zip(path: Path, dest: Path, limits: ServerLimits, label: str = "zip"
                     f"bomb guard, limit {limits.max_zip_ratio:g})",
                 )
             members.append((info, parts))
+        size = max(path.stat().st_size, 1)
+        if total > ZIP_RATIO_FLOOR and total > limits.max_zip_ratio * size:
+            reject(
+                413,
+                f"{label}: expands {total / size:.0f} times in all, to {megabytes(total)} (zip bomb guard, limit "
+                f"{limits.max_zip_ratio:g} times beyond {megabytes(ZIP_RATIO_FLOOR)})",
+            )
         root = dest.resolve()
         written = 0
         for info, parts in members:
@@ -264,4 +380,6 @@ def extract_zip(path: Path, dest: Path, limits: ServerLimits, label: str = "zip"
             except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
                 reject(422, f"{label}: entry {info.filename!r} cannot be extracted ({exc})")
             except OSError as exc:
-                reject(400, f"{label}: entry {info.filename!r} cannot be extracted ({exc.strerror})")
+                if exc.errno in (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EILSEQ, errno.EINVAL):
+                    reject(400, f"{label}: entry {info.filename!r} cannot be extracted ({exc.strerror})")
+                server_write_error(exc, f"{label}: entry {info.filename!r}")
