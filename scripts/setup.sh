@@ -11,8 +11,8 @@ say "upgrading pip"
 python -m pip install --quiet --upgrade pip
 say "installing torch==2.13.0 (CPU wheel; this takes a minute or two)"
 python -m pip install --quiet "torch==2.13.0"
-say "installing lggseg with its extras onnx, serve, test, dev (a minute or two more)"
-python -m pip install --quiet -e ".[onnx,serve,test,dev]" "torch==2.13.0"
+say "installing lggseg with its extras onnx, serve, dicom, test, dev (a minute or two more)"
+python -m pip install --quiet -e ".[onnx,serve,dicom,test,dev]" "torch==2.13.0"
 # Browser tests drive Debian's Chromium (Playwright cannot download browsers here).
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   say "installing Debian's chromium for the browser tests"

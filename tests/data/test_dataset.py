@@ -83,9 +83,49 @@ def test_bad_file_in_load_names_the_file(tiny_dataset: Path):
         load_volume(index_dataset(patient).patients[0])
 
 
+@pytest.mark.slow  # reads all 3341 slices (about 30 s)
 @pytest.mark.full_data
 def test_full_data_check_counts(full_data):
     report = check_dataset(full_data)
     assert (report.n_patients, report.n_slices, report.n_tumor_slices) == (100, 3341, 1215)
     assert report.institutions == {"CS": 16, "DU": 39, "EZ": 1, "FG": 11, "HT": 33}
     assert report.problems == []
+
+
+def test_slice_number_of_file_names():
+    from lggseg.data.dataset import slice_number
+
+    assert slice_number("TCGA_CS_4941_19960909_13.tif") == 13
+    assert slice_number("P_7_mask.png") == 7 and slice_number("scan.tif") is None
+
+
+def test_flair_only_presentation_is_one_function():
+    from lggseg.data.dataset import FLAIR_ONLY_FILL, compose_channels, flair_only_fill, flair_only_images
+
+    flair = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    repeated = flair_only_images(flair, "repeat")
+    assert repeated.shape == (3, 4, 3) and all(np.array_equal(repeated[..., c], flair) for c in range(3))
+    zeros = flair_only_images(flair, "zeros")
+    assert np.array_equal(zeros[..., 1], flair) and not zeros[..., 0].any() and not zeros[..., 2].any()
+    assert FLAIR_ONLY_FILL == "repeat"  # measured best for the shipped model (MODEL_CARD "Input kinds")
+    assert flair_only_fill({"flair_only_fill": "zeros"}) == "zeros" and flair_only_fill({}) == "repeat"
+    assert flair_only_fill({"flair_only_fill": "bogus"}) == "repeat"
+    images, text = compose_channels(None, flair, None)
+    assert np.array_equal(images, repeated) and text.startswith("FLAIR only")
+    pre, post = flair + 100, flair + 200
+    images, text = compose_channels(pre, flair, post)
+    assert np.array_equal(images, np.stack([pre, flair, post], -1)) and text == "pre-contrast, FLAIR, post-contrast"
+    images, text = compose_channels(pre, flair, None, fill="zeros")
+    assert np.array_equal(images[..., 0], pre) and not images[..., 2].any() and "missing channel: zero" in text
+    with pytest.raises(LggsegError, match="unknown FLAIR-only fill"):
+        flair_only_images(flair, "mean")
+
+
+def test_a_fifo_named_like_a_slice_is_skipped_not_opened(tiny_dataset):
+    import os
+
+    patient = sorted(tiny_dataset.iterdir())[0]
+    os.mkfifo(patient / f"{patient.name}_99.tif")
+    index = index_dataset(patient)
+    assert [s.number for s in index.patients[0].slices] == list(range(1, 21))
+    assert any("_99.tif: not a regular file, skipped" in p for p in index.problems)

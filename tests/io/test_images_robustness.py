@@ -489,7 +489,7 @@ def test_batch_predict_skips_the_bad_files_and_exits_2(tmp_path, tiny_weights, c
     assert ".DS_Store" not in err and "._scan_a" not in err
     for name in ("scan_a", "scan_b"):
         assert (tmp_path / "out" / "slices" / "masks" / f"{name}_mask.png").exists()
-        assert f"{name}: tumor volume" in out
+        assert f"{name}: tumor area" in out
     summary = (tmp_path / "out" / "summary.csv").read_text()
     assert "scan_a.png" in summary and "scan_b.tif" in summary and "scan_c" not in summary
 
@@ -518,4 +518,4 @@ def test_mixed_explicit_inputs(tmp_path, tiny_weights, capsys):
     code, out, err = _cli(["predict", *args, "--weights", str(tiny_weights), "--out", str(tmp_path / "out")], capsys)
     assert code == 2
     assert "missing.tif: no such file or folder" in err and "notes.txt: not a slice image" in err
-    assert "ok: tumor volume" in out
+    assert "ok: tumor area" in out

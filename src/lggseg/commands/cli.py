@@ -42,13 +42,21 @@ def _inference(runtime: str, device: str, bf16: str, threads: int, batch_size: i
     return InferenceConfig(runtime=runtime, device=device, bf16=bf16, threads=threads, batch_size=batch_size)
 
 
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", help="print the version and exit", is_eager=True)) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from lggseg.version import __version__
 
         typer.echo(f"lggseg {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="print the version and exit", is_eager=True, callback=_print_version
+    ),
+) -> None:
+    """Segment lower-grade glioma FLAIR abnormality in brain MRI."""
 
 
 @app.command()
@@ -172,10 +180,33 @@ def evaluate(
 
 @app.command()
 def predict(
-    inputs: List[Path] = typer.Argument(..., help="slice files, patient folders, folders of patients or NIfTI volumes"),
-    out: Path = typer.Option(..., "--out", help="output folder"),
+    inputs: Optional[List[Path]] = typer.Argument(
+        None,
+        help="slice images, patient folders, NIfTI volumes, DICOM series folders, or folders of these",
+        show_default=False,
+    ),
+    out: str = typer.Option(..., "--out", help="output folder (created if missing)"),
     weights: Optional[Path] = typer.Option(
         None, "--weights", help="weights file or run folder (default: shipped model)"
+    ),
+    flair: Optional[Path] = typer.Option(
+        None, "--flair", help="one more case given as separate files: its FLAIR (NIfTI file or DICOM series folder)"
+    ),
+    pre: Optional[Path] = typer.Option(None, "--pre", help="that case's pre-contrast T1 (same grid as --flair)"),
+    post: Optional[Path] = typer.Option(None, "--post", help="that case's post-contrast T1 (same grid as --flair)"),
+    spacing: Optional[str] = typer.Option(
+        None,
+        "--spacing",
+        help="voxel size Z,Y,X in mm of slice images and patient folders (e.g. 3,0.94,0.94), for areas in mm2 and "
+        "volumes in mL; NIfTI and DICOM inputs use their own",
+    ),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", help="probability threshold replacing the weights' own (recorded in the outputs)"
+    ),
+    save_probabilities: bool = typer.Option(
+        False,
+        "--save-probabilities",
+        help="also write <case>_probability.nii.gz: float32 probabilities 0..1 on the input's grid",
     ),
     runtime: str = RUNTIME,
     device: str = DEVICE,
@@ -183,19 +214,51 @@ def predict(
     threads: int = THREADS,
     batch_size: int = BATCH_SIZE,
 ) -> None:
-    """Segment new scans; write masks, overlays, NIfTI volumes and summary.csv."""
+    """Segment new scans; write masks, overlays, NIfTI (and DICOM SEG) outputs and summary.csv.
+
+    Inputs: a 3-channel slice image or patient folder (pre-contrast, FLAIR, post-contrast as in the
+    LGG data set; a grayscale image is FLAIR); a NIfTI volume (3D: FLAIR; 4D with 3 components:
+    pre, FLAIR, post), oriented by its affine; a folder holding one DICOM series (FLAIR; needs the
+    'dicom' extra). Or separate files of one case: --flair F [--pre P] [--post Q], NIfTI files or
+    DICOM folders that must share one voxel grid.
+
+    FLAIR alone: the pre- and post-contrast channels become copies of FLAIR (expect lower accuracy
+    than with 3 channels: see MODEL_CARD.md, "Input kinds").
+
+    Outputs per case: masks/ and overlays/ PNGs, <case>_mask.nii.gz on the input's own grid and
+    affine, <case>.json, a DICOM SEG for DICOM input; summary.csv grows as cases finish, with
+    voxels, and mm2 / mL where the spacing is known. One line per finished case; exit status 2
+    when any input failed (the others are still written).
+    """
+    from lggseg.commands.reporting import make_reporter
+    from lggseg.pipeline.inputs import parse_spacing
     from lggseg.pipeline.predict import predict as run_predict
 
+    if not out.strip():
+        raise LggsegError("--out must name a folder (got an empty string)")
+    if not inputs and flair is None:
+        raise LggsegError("no inputs given: pass slice images, folders or NIfTI files, or --flair FILE")
     inference = _inference(runtime, device, bf16, threads, batch_size)
-    report = run_predict(list(inputs), out, weights, inference, log=lambda m: typer.echo(m, err=True))
-    for case in report.cases:
-        _say(
-            f"{case.name}: tumor volume {case.volume} voxels"
-            + (f", Dice {case.dice:.3f}" if case.dice is not None else "")
-        )
-    _say(f"outputs in {out}; summary in {report.summary_csv}")
+    reporter = make_reporter()
+    report = run_predict(
+        list(inputs or []),
+        Path(out),
+        weights,
+        inference,
+        log=lambda message: typer.echo(message, err=True),
+        flair=flair,
+        pre=pre,
+        post=post,
+        spacing=parse_spacing(spacing) if spacing is not None else None,
+        threshold=threshold,
+        save_probabilities=save_probabilities,
+        reporter=reporter,
+    )
+    if report.summary_csv is not None:
+        _say(f"outputs in {out}; summary in {report.summary_csv}")
     if report.failures:
-        typer.echo(f"error: {len(report.failures)} input(s) failed, {len(report.cases)} succeeded", err=True)
+        failed = len(report.failures)
+        typer.echo(f"error: {failed} input(s) failed, {len(report.cases)} succeeded", err=True)
         raise typer.Exit(2)
 
 
@@ -239,15 +302,22 @@ def serve(
     max_image_side: int = typer.Option(2048, "--max-image-side", min=1, help="largest slice width or height in pixels"),
     workers: int = typer.Option(1, "--workers", min=1, help="requests segmented at the same time"),
     queue: int = typer.Option(16, "--queue", min=0, help="requests allowed to wait; more get 503"),
+    token: Optional[str] = typer.Option(
+        None, "--token", help="API token that /api/ requests must carry (default: $LGGSEG_API_TOKEN; none if unset)"
+    ),
+    allowed_host: List[str] = typer.Option(
+        [], "--allowed-host", help="extra Host name answered when bound beyond loopback (repeatable; '*': any)"
+    ),
 ) -> None:
     """Web page and HTTP API (FastAPI + uvicorn): open http://127.0.0.1:8000/ in a browser."""
     from lggseg.serve.app import serve as run_server
-    from lggseg.serve.limits import ServerLimits
+    from lggseg.serve.limits import ServerLimits, megabytes_to_bytes
 
     limits = ServerLimits(
-        max_upload_bytes=int(max_upload_mb * 2**20), max_image_side=max_image_side, workers=workers, queue=queue
+        max_upload_bytes=megabytes_to_bytes(max_upload_mb), max_image_side=max_image_side, workers=workers, queue=queue
     )
-    run_server(host, port, weights, _inference(runtime, device, bf16, threads, batch_size), limits, log=_say)
+    inference = _inference(runtime, device, bf16, threads, batch_size)
+    run_server(host, port, weights, inference, limits, log=_say, token=token, allowed_hosts=allowed_host)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

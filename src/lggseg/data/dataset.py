@@ -124,6 +124,9 @@ def index_patient(folder: Path, problems: list[str]) -> PatientFiles | None:
     for path in sorted(folder.iterdir()):
         if _is_ignored(path) or path.is_dir():
             continue
+        if not path.is_file():  # a FIFO, device or socket (or a link to one) is never opened
+            problems.append(f"{display_path(path)}: not a regular file, skipped")
+            continue
         match = SLICE_NAME.match(path.name)
         if not match:
             problems.append(
@@ -174,6 +177,76 @@ def index_dataset(root: str | Path) -> DatasetIndex:
     if not patients:
         raise LggsegError(f"{display_path(root)}: no patient folders with slice images found")
     return DatasetIndex(root, patients, problems)
+
+
+def slice_number(name: str) -> int | None:
+    """The slice number of a slice file name (``P_13.tif`` or ``P_13_mask.tif`` -> 13), else None."""
+    match = SLICE_NAME.match(name)
+    return int(match["number"]) if match else None
+
+
+CHANNELS = ("pre-contrast", "FLAIR", "post-contrast")
+"""The model's input channels, in order (the Kaggle TIFFs' RGB)."""
+
+FLAIR_ONLY_FILLS = ("repeat", "zeros")
+FLAIR_ONLY_FILL = "repeat"
+"""How :func:`flair_only_images` fills the pre- and post-contrast channels when only FLAIR is given.
+
+``repeat``: FLAIR is copied into both channels (what grayscale slice images always got).
+``zeros``: both channels are 0; per-volume normalisation maps a constant channel to 0 everywhere,
+the mean of a normalised channel, so the network sees "no information" there.
+For the shipped model ``repeat`` is the better of the two on the fold-0 test patients (mean
+per-patient Dice 0.801 against 0.708; 3 channels: 0.883; ``scripts/flair_only_eval.py``,
+MODEL_CARD.md "Input kinds"). A model trained for FLAIR-only input can name its own fill in its
+weights' ``info`` (key ``flair_only_fill``), which :func:`flair_only_fill` prefers."""
+
+
+def flair_only_fill(info: dict[str, object] | None = None) -> str:
+    """The fill a model asks for in its weights' ``info`` (``flair_only_fill``), else :data:`FLAIR_ONLY_FILL`."""
+    value = (info or {}).get("flair_only_fill")
+    return value if isinstance(value, str) and value in FLAIR_ONLY_FILLS else FLAIR_ONLY_FILL
+
+
+def flair_only_images(flair: np.ndarray, fill: str = FLAIR_ONLY_FILL) -> np.ndarray:
+    """Present FLAIR alone to the network: ``(...)`` uint8 FLAIR -> ``(..., 3)`` uint8 channels.
+
+    The one place that decides what the pre- and post-contrast channels become when only FLAIR is
+    known (see :data:`FLAIR_ONLY_FILL`); FLAIR stays in channel 1, as in the training data.
+    """
+    if fill not in FLAIR_ONLY_FILLS:
+        raise LggsegError(f"unknown FLAIR-only fill {fill!r}; choose one of {', '.join(FLAIR_ONLY_FILLS)}")
+    flair = np.asarray(flair, dtype=np.uint8)
+    if fill == "repeat":
+        return np.repeat(flair[..., None], 3, axis=-1)
+    out = np.zeros((*flair.shape, 3), np.uint8)
+    out[..., 1] = flair
+    return out
+
+
+def flair_only_description(fill: str = FLAIR_ONLY_FILL) -> str:
+    """One line saying what the channels are for a FLAIR-only input."""
+    rest = "FLAIR repeated" if fill == "repeat" else "zero (the mean, once normalised)"
+    return f"FLAIR only (pre- and post-contrast channels: {rest})"
+
+
+def compose_channels(
+    pre: np.ndarray | None, flair: np.ndarray, post: np.ndarray | None, fill: str = FLAIR_ONLY_FILL
+) -> tuple[np.ndarray, str]:
+    """Stack ``(...)`` uint8 channels into ``(..., 3)`` (pre, FLAIR, post) and describe them in one line.
+
+    A missing pre- or post-contrast channel is filled as :func:`flair_only_images` fills it.
+    """
+    filled = flair_only_images(flair, fill)
+    if pre is None and post is None:
+        return filled, flair_only_description(fill)
+    if pre is not None:
+        filled[..., 0] = pre
+    if post is not None:
+        filled[..., 2] = post
+    if pre is not None and post is not None:
+        return filled, "pre-contrast, FLAIR, post-contrast"
+    given = ", ".join(n for n, c in zip(CHANNELS, (pre, flair, post)) if c is not None)
+    return filled, f"{given} (missing channel: {'FLAIR repeated' if fill == 'repeat' else 'zero'})"
 
 
 def fit_to_grid(image: np.ndarray, mask: np.ndarray | None, size: int = GRID) -> tuple[np.ndarray, np.ndarray | None]:
