@@ -12,6 +12,7 @@ from typing import Any, List, Optional
 
 import typer
 
+from lggseg.commands.shape_cmd import register as register_shape
 from lggseg.errors import LggsegError
 
 app = typer.Typer(
@@ -318,6 +319,9 @@ def serve(
     )
     inference = _inference(runtime, device, bf16, threads, batch_size)
     run_server(host, port, weights, inference, limits, log=_say, token=token, allowed_hosts=allowed_host)
+
+
+register_shape(app)  # lggseg shape (issue 15), kept in its own module
 
 
 def main(argv: Optional[list[str]] = None) -> None:

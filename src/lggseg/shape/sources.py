@@ -24,7 +24,7 @@ from lggseg.data.dataset import SLICE_NAME, DatasetIndex, load_patient
 from lggseg.data.splits import N_FOLDS, fold_of
 from lggseg.errors import LggsegError
 from lggseg.io.images import display_path, read_mask
-from lggseg.io.nifti import from_nifti_axes, to_nifti_axes
+from lggseg.io.nifti import from_nifti_axes, slice_stack_affine, to_nifti_axes
 
 if TYPE_CHECKING:
     from lggseg.infer.segmenter import InferenceConfig, Segmenter
@@ -260,14 +260,13 @@ def saving_source(loader: MaskLoader, save_dir: Path, spacing: Sequence[float] |
 def save_mask(mask: np.ndarray, path: Path, spacing: Sequence[float] | None = None) -> None:
     """Write a ``(Z, H, W)`` bool mask atomically as a uint8 NIfTI that :func:`folder_source` reads back.
 
-    ``spacing`` ``(z, y, x)`` mm goes into the affine's diagonal (NIfTI axis order x, y, z).
+    ``spacing`` ``(z, y, x)`` mm goes into the affine (:func:`lggseg.io.nifti.slice_stack_affine`).
     """
     import nibabel as nib
 
     from lggseg.io.atomic import atomic_path
 
-    z, y, x = spacing if spacing is not None else (1.0, 1.0, 1.0)
-    image = nib.Nifti1Image(to_nifti_axes(np.asarray(mask, dtype=np.uint8)), np.diag([x, y, z, 1.0]))
+    image = nib.Nifti1Image(to_nifti_axes(np.asarray(mask, dtype=np.uint8)), slice_stack_affine(spacing))
     image.header["descrip"] = b"lggseg shape mask"
     with atomic_path(path) as tmp:
         nib.save(image, str(tmp))
