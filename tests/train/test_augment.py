@@ -92,3 +92,20 @@ def test_tumor_biased_crop_of_full_size_is_a_no_op():
     images, masks = _blob_batch(b=2, size=64)
     x, y = tumor_biased_crop(images, masks, 64, torch.Generator().manual_seed(0))
     assert x is images and y is masks
+
+
+def test_flair_only_samples_show_flair_in_every_channel():
+    images = torch.rand(6, 3, 32, 32) * 200 + 20
+    masks = torch.zeros(6, 1, 32, 32)
+    plain = AugmentConfig(flip_prob=0, affine_prob=0, intensity_prob=0, noise_std=0)
+    x_all, _ = augment(
+        images,
+        masks,
+        _stats(6),
+        AugmentConfig(**{**plain.__dict__, "flair_only_prob": 1.0}),
+        torch.Generator().manual_seed(0),
+    )
+    x_none, _ = augment(images, masks, _stats(6), plain, torch.Generator().manual_seed(0))
+    assert torch.equal(x_all[:, 0], x_all[:, 1]) and torch.equal(x_all[:, 2], x_all[:, 1])
+    assert torch.equal(x_all[:, 1], x_none[:, 1])  # FLAIR itself is untouched
+    assert not torch.allclose(x_none[:, 0], x_none[:, 1])  # without it, the channels differ

@@ -33,6 +33,7 @@ class AugmentConfig:
     gamma_range: tuple[float, float] = (0.7, 1.5)
     bias_field_prob: float = 0.0
     bias_field_std: float = 0.3
+    flair_only_prob: float = 0.0  # share of samples shown as FLAIR alone (FLAIR in all 3 channels, as predict does)
 
 
 def augment(
@@ -63,6 +64,7 @@ def augment(
     )
     use_field = torch.rand(b, generator=generator) < cfg.bias_field_prob
     field_coeffs = cfg.bias_field_std * torch.randn(b, images.shape[1], 5, generator=generator)
+    flair_only = torch.rand(b, generator=generator) < cfg.flair_only_prob if cfg.flair_only_prob > 0 else None
 
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     sign = torch.where(flip, -1.0, 1.0)
@@ -89,6 +91,8 @@ def augment(
     if cfg.noise_std > 0:
         noise_gen = torch.Generator().manual_seed(noise_seed)
         out = out + cfg.noise_std * torch.randn(out.shape, generator=noise_gen)
+    if flair_only is not None and images.shape[1] == 3:  # modality dropout: the FLAIR-only input of predict
+        out = torch.where(flair_only[:, None, None, None], out[:, 1:2].expand_as(out), out)
     return out, masks
 
 
