@@ -27,6 +27,7 @@ from lggseg.serve.uploads import Upload, receive_uploads
 WEB_FILES = {
     "app.js": "text/javascript; charset=utf-8",
     "viewer.js": "text/javascript; charset=utf-8",
+    "shape.js": "text/javascript; charset=utf-8",
     "docs.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }

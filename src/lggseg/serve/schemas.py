@@ -29,6 +29,34 @@ class CaseDownloads(BaseModel):
     png_zip: str = Field(description="URL of the mask as a zip of PNG slices")
 
 
+class CohortBox(BaseModel):
+    n: int = Field(description="cohort patients with a value of this feature")
+    min: float | None
+    q1: float | None = Field(description="first quartile (linear interpolation)")
+    median: float | None
+    q3: float | None = Field(description="third quartile (linear interpolation)")
+    max: float | None
+
+
+class ShapeFeature(BaseModel):
+    value: float | None = Field(description="the case's value; null when not defined for this case")
+    percentile: float | None = Field(
+        description="percent of cohort patients below the value (ties count half), 0..100; null without a value"
+    )
+    cohort: CohortBox = Field(description="the cohort's distribution of this feature, for a box plot")
+
+
+class ShapeOut(BaseModel):
+    dimensions: Literal[2, 3] = Field(
+        description="3: measured on the case's volume; 2: one slice only (no BEVR, no volume percentile)"
+    )
+    largest_slice: int = Field(description="1-based slice with the most tumor: MF and ASD are measured on it")
+    volume_voxels: ShapeFeature = Field(description="predicted tumor volume in voxels")
+    bevr: ShapeFeature = Field(description="bounding ellipsoid volume ratio (3D; 1 = an ellipsoid)")
+    margin_fluctuation: ShapeFeature = Field(description="margin fluctuation, on the largest slice (0 = smooth)")
+    angular_sd: ShapeFeature = Field(description="angular standard deviation, on the largest slice (0 = round)")
+
+
 class CaseOut(BaseModel):
     name: str
     kind: Literal["slice", "slices", "patient", "nifti"] = Field(
@@ -47,6 +75,11 @@ class CaseOut(BaseModel):
         None,
         description="anatomical direction of increasing row and column (e.g. ['P', 'L']: rows run anterior to "
         "posterior, columns patient right to left); null when unknown",
+    )
+    shape_features: ShapeOut | None = Field(
+        None,
+        description="BEVR, margin fluctuation and angular SD of the predicted mask (voxel units) against the "
+        "manual masks of the 100 patients of the LGG data set (docs/radiogenomics.md); null for an empty mask",
     )
     downloads: CaseDownloads
     slices: list[SliceOut]

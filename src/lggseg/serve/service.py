@@ -30,9 +30,19 @@ from lggseg.infer.segmenter import Segmenter
 from lggseg.io import nifti
 from lggseg.serve.cases import Case, FileProblem, build_cases, relabel, segment_case
 from lggseg.serve.limits import Gate, ServerLimits, check_work, megabytes, reject
-from lggseg.serve.schemas import CaseDownloads, CaseOut, SegmentOut, SkippedFile, SliceOut
+from lggseg.serve.schemas import (
+    CaseDownloads,
+    CaseOut,
+    CohortBox,
+    SegmentOut,
+    ShapeFeature,
+    ShapeOut,
+    SkippedFile,
+    SliceOut,
+)
 from lggseg.serve.store import ResultStore, StoredCase
 from lggseg.serve.uploads import Upload, nifti_header_shape, safe_name, sniff_upload
+from lggseg.shape.cohort import COHORT_FEATURES, case_shape, load_cohort
 from lggseg.version import __version__
 
 
@@ -91,7 +101,7 @@ class Service:
             reject(422, relabel(str(exc), folder, ""))
         result_id = self.store.put(cases)
         base = f"/api/v1/results/{result_id}"
-        out = [self._case_out(case, position, base, include_images) for position, case in enumerate(cases)]
+        out = [self._case_out(case, position, base, include_images, warnings) for position, case in enumerate(cases)]
         return SegmentOut(
             result_id=result_id,
             model_sha256=self.segmenter.bundle.sha256,
@@ -142,7 +152,7 @@ class Service:
         check_work(slices, cases + len(patients), self.limits, exact=False)
 
     @staticmethod
-    def _case_out(case: Case, position: int, base: str, include_images: bool) -> CaseOut:
+    def _case_out(case: Case, position: int, base: str, include_images: bool, warnings: list[str]) -> CaseOut:
         mask = case.mask
         assert mask is not None
         areas = mask.reshape(len(mask), -1).sum(1)
@@ -179,6 +189,7 @@ class Service:
             tumor_volume_ml=round(ml, 4) if ml is not None else None,
             dice=round(metrics.dice(mask, case.truth), 6) if case.truth is not None else None,
             orientation=list(case.orientation) if case.orientation else None,
+            shape_features=shape_out(mask, case.name, warnings),
             downloads=CaseDownloads(
                 nifti=f"{base}/mask.nii.gz?case={position}", png_zip=f"{base}/mask.zip?case={position}"
             ),
@@ -222,6 +233,42 @@ class Service:
                     archive.writestr(f"{folder}/{safe_name(name, 'slice')}_mask.png", png)
         name = f"{safe_name(cases[0].name)}_masks.zip" if len(cases) == 1 else "lggseg_masks.zip"
         return name, buffer.getvalue()
+
+
+def _number(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def shape_out(mask: np.ndarray, name: str, warnings: list[str]) -> ShapeOut | None:
+    """The Shape panel of one case: its features and their place in the cohort (None: empty mask).
+
+    Features as :func:`lggseg.shape.cohort.case_shape` measures them (voxel units, like the cohort);
+    if they cannot be computed the case keeps its segmentation, without a panel, and a warning says why.
+    """
+    try:
+        measured = case_shape(mask)
+    except (ValueError, ArithmeticError, RuntimeError) as exc:  # RuntimeError: scipy QhullError
+        warnings.append(f"{name}: no shape features ({type(exc).__name__}: {exc})")
+        return None
+    if measured is None:
+        return None
+    cohort = load_cohort()
+    items = {}
+    for feature in COHORT_FEATURES:
+        box = cohort.summary(feature)
+        items[feature] = ShapeFeature(
+            value=measured.values[feature],
+            percentile=measured.percentiles[feature],
+            cohort=CohortBox(
+                n=box.n,
+                min=_number(box.minimum),
+                q1=_number(box.q1),
+                median=_number(box.median),
+                q3=_number(box.q3),
+                max=_number(box.maximum),
+            ),
+        )
+    return ShapeOut(dimensions=measured.dimensions, largest_slice=measured.largest_slice + 1, **items)
 
 
 def usable_reference(reference: Any) -> Any:

@@ -266,7 +266,10 @@ def save_mask(mask: np.ndarray, path: Path, spacing: Sequence[float] | None = No
 
     from lggseg.io.atomic import atomic_path
 
-    image = nib.Nifti1Image(to_nifti_axes(np.asarray(mask, dtype=np.uint8)), slice_stack_affine(spacing))
+    image = nib.Nifti1Image(
+        to_nifti_axes(np.asarray(mask, dtype=np.uint8)),
+        slice_stack_affine(None if spacing is None else (float(spacing[0]), float(spacing[1]), float(spacing[2]))),
+    )
     image.header["descrip"] = b"lggseg shape mask"
     with atomic_path(path) as tmp:
         nib.save(image, str(tmp))

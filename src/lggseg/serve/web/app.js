@@ -245,6 +245,7 @@
     $("dl-zip").href = c.downloads.png_zip;
     showSpacing();
     showOrientation(c.orientation);
+    window.LggsegShape.show(c.shape_features, (z) => showSlice(z));
 
     $("slider-row").hidden = n < 2;
     $("slice-slider").max = String(n);
