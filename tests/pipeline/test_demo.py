@@ -8,8 +8,9 @@ from lggseg.pipeline.demo import run_demo
 
 
 def test_demo_writes_every_output_and_segments_well(tmp_path):
-    """The shipped model on the bundled sample: Dice 0.90 and 0.93 when this test was written."""
-    report = run_demo(tmp_path, log=lambda message: None)
+    """The shipped model on the bundled sample: Dice 0.90 and 0.89 when this test was written."""
+    lines: list[str] = []
+    report = run_demo(tmp_path, log=lines.append)
     assert len(report["patients"]) == 2
     for row in report["patients"]:
         folder = tmp_path / row["patient"]
@@ -20,6 +21,8 @@ def test_demo_writes_every_output_and_segments_well(tmp_path):
         # zero-padded: name order is slice order (1, 2, ... 10, not 1, 10, 11)
         assert overlays == [f"{row['patient']}_{n:02d}_overlay.png" for n in range(1, 21)]
         assert row["dice"] >= 0.85, row
+        assert row["seen_in_training"] is False  # the sample patients are fold-0 test patients
+        assert any(line.startswith(f"{row['patient']}: Dice") and "held out" in line for line in lines)
         # the sample has masks: its overlays show the ground truth too, and say which outline is which
         with Image.open(folder / "overlays" / overlays[9]) as picture:
             rgb = np.asarray(picture.convert("RGB"))
@@ -29,3 +32,21 @@ def test_demo_writes_every_output_and_segments_well(tmp_path):
     assert (
         json.loads((tmp_path / "demo.json").read_text())["patients"][0]["patient"] == report["patients"][0]["patient"]
     )
+
+
+def test_demo_says_when_the_model_trained_on_a_sample_patient(tmp_path):
+    import torch
+
+    from lggseg.data.bundled import sample_root
+    from lggseg.data.dataset import index_dataset
+    from lggseg.model.bundle import save_weights
+    from lggseg.model.unet import UNet, UNetConfig
+
+    names = [p.name for p in index_dataset(sample_root()).patients]
+    torch.manual_seed(0)
+    weights = tmp_path / "seen.safetensors"
+    save_weights(weights, UNet(UNetConfig(base_width=4, depth=2)).eval(), info={"fold": 0, "trained_on": names[:1]})
+    lines: list[str] = []
+    report = run_demo(tmp_path / "out", weights=weights, log=lines.append)
+    assert [row["seen_in_training"] for row in report["patients"]] == [True, False]
+    assert "TRAINING patient" in next(line for line in lines if line.startswith(f"{names[0]}: Dice"))

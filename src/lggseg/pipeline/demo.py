@@ -1,4 +1,8 @@
-"""``lggseg demo``: the shipped model on the bundled sample patients (fold-0 test patients)."""
+"""``lggseg demo``: the shipped model on the bundled sample patients (fold-0 test patients).
+
+Every Dice it prints says whether the model saw that patient in training
+(:mod:`lggseg.infer.provenance`): a Dice of a training patient is no test result.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from typing import Any, Callable
 
 from lggseg.data.bundled import sample_root
 from lggseg.data.dataset import index_dataset
+from lggseg.errors import LggsegError
 from lggseg.evaluation import figures, metrics
+from lggseg.infer.provenance import provenance_note, seen_in_training
 from lggseg.infer.segmenter import InferenceConfig, Segmenter
 from lggseg.io import atomic
 from lggseg.pipeline.predict import predict_patient
@@ -26,6 +32,10 @@ def run_demo(
     """Segment each sample patient; write overlays, NIfTI, Dice and a one-page summary figure."""
     began = time.perf_counter()
     out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LggsegError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
     segmenter = Segmenter.from_weights(weights, inference)
     results = []
     for patient in index_dataset(sample_root()).patients:
@@ -42,9 +52,14 @@ def run_demo(
             "folder": str(out / patient.name),
             "summary_figure": str(summary_png),
             "nifti_mask": str(out / patient.name / f"{patient.name}_mask.nii.gz"),
+            "seen_in_training": seen_in_training(segmenter.bundle.info, patient.name),
+            "provenance": provenance_note(segmenter.bundle.info, patient.name),
         }
         results.append(row)
-        log(f"{patient.name}: Dice {case.dice:.3f}, tumor volume {case.volume} voxels (truth {row['volume_true']})")
+        log(
+            f"{patient.name}: Dice {case.dice:.3f} ({row['provenance']}), tumor volume {case.volume} voxels "
+            f"(truth {row['volume_true']})"
+        )
         log(f"  summary figure  {summary_png}")
         log(f"  overlays        {out / patient.name / 'overlays'}")
         log(f"  NIfTI mask      {row['nifti_mask']}")
