@@ -1,6 +1,7 @@
-"""Render an ``lggseg evaluate`` metrics.json as the Markdown tables of MODEL_CARD.md.
+"""Render an ``lggseg evaluate`` or ``lggseg cv`` metrics.json as the Markdown tables of MODEL_CARD.md.
 
 python scripts/metrics_table.py EV/metrics.json
+python scripts/metrics_table.py docs/cv/metrics.json     # adds the per-fold and per-institution tables
 """
 
 from __future__ import annotations
@@ -28,6 +29,31 @@ def main(path: str) -> None:
         f"{fmt(report['mean_iou'])} | {fmt(report['median_hd95'], 1)} | {fmt(report['mean_abs_volume_error'], 0)} | "
         f"{fmt(report['mean_dice_tumor_slices'])} | {fmt(report['false_positive_rate_empty_slices'])} |"
     )
+    if "mean_dice_ci95" in report:
+        low, high = report["mean_dice_ci95"]
+        print(f"\n95% interval of the mean Dice ({report['mean_dice_ci95_method']}): {low:.3f} to {high:.3f}")
+    if "folds" in report:
+        print(
+            "\n| fold | patients | mean Dice | median | min | FP rate on tumor-free slices "
+            "| post-processing chosen on validation |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for fold in report["folds"]:
+            post = fold["postprocess"]
+            rule = f"threshold {post['threshold']}, min component {post['min_component']}"
+            rule += f", min peak {post.get('min_peak', 0)}"
+            print(
+                f"| {fold['fold']} | {fold['n_patients']} | {fmt(fold['mean_dice'])} | {fmt(fold['median_dice'])} | "
+                f"{fmt(fold['min_dice'])} | {fmt(fold.get('false_positive_rate_empty_slices'))} | {rule} |"
+            )
+    if "institutions" in report:
+        print("\n| institution | patients | mean Dice | median | min | FP rate on tumor-free slices |")
+        print("|---|---|---|---|---|---|")
+        for row in report["institutions"]:
+            print(
+                f"| {row['institution']} | {row['n_patients']} | {fmt(row['mean_dice'])} | {fmt(row['median_dice'])} | "
+                f"{fmt(row['min_dice'])} | {fmt(row['false_positive_rate_empty_slices'])} |"
+            )
     print()
     print(
         "| patient | Dice | IoU | HD95 (vox) | true volume (vox) | predicted volume (vox) | FP slices / tumor-free "
