@@ -36,7 +36,7 @@ from lggseg.evaluation.report import PROTOCOL, OverlayCase, write_report
 from lggseg.infer.segmenter import Segmenter
 from lggseg.model.bundle import sha256_of
 from lggseg.train import distributed
-from lggseg.train.config import TrainConfig
+from lggseg.train.config import TrainConfig, config_from_dict
 from lggseg.train.run_folder import RunFolder
 
 RECIPE_IGNORED = ("data", "out", "fold", "epochs", "device", "threads")
@@ -59,8 +59,12 @@ def test_patients(data: str | Path, n_folds: int) -> dict[int, list[str]]:
 
 
 def recipe(cfg: TrainConfig | dict[str, Any]) -> dict[str, Any]:
-    """The config without the keys that may differ between folds (:data:`RECIPE_IGNORED`)."""
-    values = cfg.to_dict() if isinstance(cfg, TrainConfig) else dict(cfg)
+    """The config without the keys that may differ between folds (:data:`RECIPE_IGNORED`).
+
+    A stored config is completed with today's defaults first, so a key added later with a
+    default that keeps the old behaviour does not make an older fold "another recipe".
+    """
+    values = (cfg if isinstance(cfg, TrainConfig) else config_from_dict(dict(cfg), "recipe")).to_dict()
     return {k: v for k, v in values.items() if k not in RECIPE_IGNORED}
 
 
