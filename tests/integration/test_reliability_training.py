@@ -252,7 +252,15 @@ def test_sigint_finishes_the_epoch_and_leaves_a_resumable_checkpoint(setup, refe
 
 
 def test_second_sigint_aborts_at_once_and_keeps_the_last_checkpoint(setup):
-    run, process, watcher = _new_run(setup, "aborted")
+    # Epochs long enough (100 steps) that the second Ctrl-C lands while the epoch still runs: with the
+    # 8-step epochs of TINY an epoch can end between the two signals, and the run then stops normally.
+    config = setup["root"] / "tiny_long_epochs.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "samples_per_epoch": 400}))
+    run = setup["root"] / "aborted"
+    process = _start(
+        ["--data", str(setup["data"]), "--config", str(config), "--out", str(run)], setup["root"] / "aborted.log"
+    )
+    watcher = RunWatcher(run, process)
     log = setup["root"] / "aborted.log"
     _wait_for_output(log, f"epoch 1/{EPOCHS}: loss", watcher)
     process.send_signal(signal.SIGINT)
