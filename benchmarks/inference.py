@@ -116,7 +116,7 @@ def describe_backend(segmenter: Any) -> dict[str, Any]:
     backend = segmenter.backend
     info: dict[str, Any] = {
         "backend": type(backend).__name__,
-        "batch_size": segmenter.batch_size,
+        "batch_size": segmenter.config.batch_size,
         "tta": segmenter.bundle.tta,
     }
     if hasattr(backend, "bf16"):
@@ -196,7 +196,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     result["n_volume_slices"] = len(images)
     result["volume_slices_per_s"], result["volume_cpu_ms_per_slice"] = volume_rate(segmenter)
     if segmenter.bundle.tta != "none":
-        plain = type(segmenter)(dataclasses.replace(segmenter.bundle, tta="none"), backend, segmenter.batch_size)
+        plain = type(segmenter)(dataclasses.replace(segmenter.bundle, tta="none"), backend, segmenter.config)
         result["volume_slices_per_s_no_tta"], result["volume_cpu_ms_per_slice_no_tta"] = volume_rate(plain)
     else:
         result["volume_slices_per_s_no_tta"], result["volume_cpu_ms_per_slice_no_tta"] = (
