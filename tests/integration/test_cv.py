@@ -91,6 +91,11 @@ def test_cv_folds_run_separately_then_merge(tmp_path: Path, two_fold_data: Path,
     assert report["n_patients"] == 4 and report["n_folds"] == 2 and not report["complete"]
     dices = [row["dice"] for row in report["per_patient"]]
     assert report["mean_dice"] == pytest.approx(sum(dices) / 4) and report["min_dice"] == min(dices)
+    low, high = report["mean_dice_ci95"]
+    assert min(dices) <= low <= report["mean_dice"] <= high <= max(dices)
+    assert sum(row["n_patients"] for row in report["institutions"]) == 4
+    assert (cv / "per_fold.csv").read_text().count("\n") == 3  # header + 2 folds
+    assert (cv / "dice_by_group.png").stat().st_size > 10_000
     fold_reports = [json.loads((cv / f"fold_{k}" / "test" / "metrics.json").read_text()) for k in range(2)]
     assert [f["mean_dice"] for f in report["folds"]] == [r["mean_dice"] for r in fold_reports]
     assert len((cv / "per_patient.csv").read_text().splitlines()) == 5

@@ -7,9 +7,6 @@ the numbers a reader checks next to the headline: a 95% bootstrap interval of th
 
 from __future__ import annotations
 
-import csv
-import io
-import os
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lggseg.io import atomic
+from lggseg.evaluation.report import write_csv
 
 
 def bootstrap_mean_interval(
@@ -66,44 +63,5 @@ def group_rows(rows: Sequence[dict[str, Any]], key: Callable[[dict[str, Any]], A
 
 def write_group_csv(groups: Sequence[dict[str, Any]], path: Path) -> None:
     """One summary row per group (fold or institution), as CSV."""
-    if not groups:
-        return
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(groups[0]), extrasaction="ignore")
-    writer.writeheader()
-    for row in groups:
-        writer.writerow({k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for k, v in row.items()})
-    atomic.write_text(path, buffer.getvalue())
-
-
-def dice_by_group_figure(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """Per-patient Dice as dots, grouped by fold (left) and by institution (right), with group medians."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [1, 1.6]})
-    for ax, key, title in (
-        (axes[0], lambda r: f"fold {r['fold']}", "by fold"),
-        (axes[1], lambda r: institution(r["patient"]), "by institution"),
-    ):
-        groups: dict[str, list[float]] = {}
-        for row in rows:
-            groups.setdefault(key(row), []).append(row["dice"])
-        names = sorted(groups)
-        rng = np.random.default_rng(0)
-        for i, name in enumerate(names):
-            values = np.asarray(groups[name])
-            ax.scatter(i + rng.uniform(-0.15, 0.15, values.size), values, s=14, alpha=0.7, color="#0072B2")
-            ax.hlines(np.median(values), i - 0.3, i + 0.3, color="#D55E00", lw=2)
-        ax.set_xticks(range(len(names)), [f"{n}\n(n={len(groups[n])})" for n in names], fontsize=8)
-        ax.set_ylim(0, 1.02)
-        ax.set_ylabel("per-patient 3D Dice")
-        ax.set_title(f"Out-of-fold Dice {title} (bar = median)")
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    if groups:
+        write_csv(groups, path, list(groups[0]))

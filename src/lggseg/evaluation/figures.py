@@ -159,3 +159,31 @@ def patient_summary(
         montage = f"no tumor; {len(picks)} of {len(pred)} slices shown"
     fig.suptitle(f"{headline}\n{montage}; {OUTLINE_KEY}", fontsize=10)
     _save(fig, path)
+
+
+def dice_by_group(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Per-patient Dice as dots, grouped by fold (left) and by institution (right), with group medians."""
+    from lggseg.evaluation.cohort import institution
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [1, 1.6]})
+    for ax, key, title in (
+        (axes[0], lambda r: f"fold {r['fold']}", "by fold"),
+        (axes[1], lambda r: institution(r["patient"]), "by institution"),
+    ):
+        groups: dict[str, list[float]] = {}
+        for row in rows:
+            groups.setdefault(key(row), []).append(row["dice"])
+        names = sorted(groups)
+        rng = np.random.default_rng(0)
+        for i, name in enumerate(names):
+            values = np.asarray(groups[name])
+            ax.scatter(i + rng.uniform(-0.15, 0.15, values.size), values, s=14, alpha=0.7, color="#0072B2")
+            ax.hlines(np.median(values), i - 0.3, i + 0.3, color="#D55E00", lw=2)
+        ax.set_xticks(range(len(names)), [f"{n}\n(n={len(groups[n])})" for n in names], fontsize=8)
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("per-patient 3D Dice")
+        ax.set_title(f"Out-of-fold Dice {title} (bar = median)")
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)

@@ -53,8 +53,13 @@ def write_report(report: dict[str, Any], out: Path, overlays: Sequence[OverlayCa
 
 
 def write_per_patient_csv(rows: list[dict[str, Any]], path: str | Path) -> None:
+    write_csv(rows, path, CSV_FIELDS)
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: str | Path, fields: Sequence[str]) -> None:
+    """Rows as CSV with the given columns (floats to 6 significant digits, None empty), atomically."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for k, v in row.items()})

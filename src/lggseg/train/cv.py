@@ -30,7 +30,7 @@ from typing import Any, Callable
 from lggseg.data.dataset import index_dataset, load_volume
 from lggseg.data.splits import N_FOLDS, canonical_folds, fold_of
 from lggseg.errors import LggsegError
-from lggseg.evaluation import cohort, metrics
+from lggseg.evaluation import cohort, figures, metrics
 from lggseg.evaluation.evaluate import evaluate
 from lggseg.evaluation.report import PROTOCOL, OverlayCase, write_report
 from lggseg.infer.segmenter import Segmenter
@@ -247,13 +247,12 @@ def merge_folds(data: str | Path, out: str | Path, n_folds: int, log: Callable[[
     write_report(report, out, overlay_cases(data, out, rows))
     cohort.write_group_csv(folds, out / "per_fold.csv")
     cohort.write_group_csv(institutions, out / "per_institution.csv")
-    cohort.dice_by_group_figure(rows, out / "dice_by_group.png")
+    figures.dice_by_group(rows, out / "dice_by_group.png")
     log(
         f"out-of-fold report over {report['n_patients']} patients in {len(folds)} fold(s): mean Dice "
         f"{report['mean_dice']:.4f}, "
         f"(95% CI {ci_low:.4f}-{ci_high:.4f}), median {report['median_dice']:.4f}, min {report['min_dice']:.4f}; "
-        f"{out / 'metrics.json'}"
-        + ("" if report["complete"] else f" (partial: folds 0-{n_folds - 1} of {N_FOLDS})")
+        f"{out / 'metrics.json'}" + ("" if report["complete"] else f" (partial: folds 0-{n_folds - 1} of {N_FOLDS})")
     )
     return report
 
