@@ -80,45 +80,44 @@ def test_resume_continues_from_last_epoch(trained_run, tmp_path):
     assert [row["epoch"] for row in RunFolder(run).state()["history"]] == [1, 2]
 
 
-def test_evaluate_writes_metrics_contract_and_plots(trained_run, sample_dir, tmp_path):
-    out = tmp_path / "ev"
-    assert run_cli(["evaluate", "--data", str(sample_dir), "--weights", str(trained_run), "--out", str(out)]) == 0
-    report = json.loads((out / "metrics.json").read_text())
-    for key in ("mean_dice", "median_dice", "min_dice", "n_patients", "per_patient"):
-        assert key in report
-    assert report["n_patients"] == 2
-    for row in report["per_patient"]:
-        assert {"patient", "dice", "iou", "hd95", "volume_true", "volume_pred"} <= row.keys()
-    for name in ("per_patient.csv", "dice_per_patient.png", "overlays.png"):
-        assert (out / name).stat().st_size > 0
+def test_fine_tune_starts_from_weights_and_records_their_patients(trained_run, sample_dir, tmp_path):
+    import torch
+
+    from lggseg.train.config import config_from_dict
+    from lggseg.train.loop import train
+
+    start = load_weights(trained_run)
+    cfg = config_from_dict({**TINY, "data": str(sample_dir), "out": str(tmp_path / "ft"), "calibrate": False})
+    cfg = cfg.replace(init_weights=str(trained_run / "best.safetensors"), lr=1e-9, warmup_epochs=0.0)
+    train(cfg, log=lambda _: None)
+    tuned = load_weights(tmp_path / "ft")
+    # a learning rate of 1e-9 leaves the convolutions where the initial weights put them
+    for name, tensor in start.model.state_dict().items():
+        if name.endswith(".weight") and tensor.dim() == 4:
+            assert torch.allclose(tuned.model.state_dict()[name], tensor, atol=1e-6), name
+    split = json.loads((tmp_path / "ft" / "split.json").read_text())
+    assert split["init_trained_on"] == start.info["trained_on"]
+    assert set(tuned.info["trained_on"]) == set(start.info["trained_on"]) | set(split["train"] + split["validation"])
 
 
-def test_evaluate_fold_selects_test_patients(trained_run, sample_dir, tmp_path):
-    out = tmp_path / "ev0"
-    assert (
-        run_cli(
-            ["evaluate", "--data", str(sample_dir), "--weights", str(trained_run), "--fold", "0", "--out", str(out)]
-        )
-        == 0
-    )
-    assert json.loads((out / "metrics.json").read_text())["n_patients"] == 2
-    assert (
-        run_cli(
-            ["evaluate", "--data", str(sample_dir), "--weights", str(trained_run), "--fold", "3", "--out", str(out)]
-        )
-        == 2
-    )
+def test_fine_tune_refuses_weights_that_saw_the_test_fold(trained_run, tiny_dataset, tmp_path):
+    from lggseg.errors import LggsegError
+    from lggseg.model.bundle import save_weights
+    from lggseg.train.config import config_from_dict
+    from lggseg.train.loop import train
 
-
-def test_predict_patient_folder(trained_run, sample_patient, tmp_path):
-    out = tmp_path / "pred"
-    assert (
-        run_cli(["predict", str(sample_patient), "--weights", str(trained_run / "best.safetensors"), "--out", str(out)])
-        == 0
-    )
-    case = out / sample_patient.name
-    assert len(list((case / "masks").glob("*_mask.png"))) == 20
-    assert len(list((case / "overlays").glob("*_overlay.png"))) == 20
-    assert (case / f"{sample_patient.name}_mask.nii.gz").is_file()
-    rows = list(csv.DictReader((out / "summary.csv").open()))
-    assert len(rows) == 20 and rows[0]["case"] == sample_patient.name
+    # a third patient, named as a canonical fold-1 patient, becomes fold 1's test patient
+    source, stolen = tiny_dataset / "TCGA_CS_4944_20010208", "TCGA_CS_4943_20000902"
+    (tiny_dataset / stolen).mkdir()
+    for path in source.iterdir():
+        (tiny_dataset / stolen / path.name.replace(source.name, stolen)).write_bytes(path.read_bytes())
+    start = load_weights(trained_run)
+    leaky = tmp_path / "leaky.safetensors"
+    save_weights(leaky, start.model, info={"trained_on": [stolen]})
+    cfg = config_from_dict({**TINY, "data": str(tiny_dataset), "out": str(tmp_path / "leak")})
+    with pytest.raises(LggsegError, match="1 of this fold's test patients"):
+        train(cfg.replace(init_weights=str(leaky)), log=lambda _: None)
+    assert not (tmp_path / "leak" / "best.safetensors").exists()
+    save_weights(leaky, start.model, info={"fold": 1})  # weights that do not say what they saw are refused too
+    with pytest.raises(LggsegError, match="do not record"):
+        train(cfg.replace(init_weights=str(leaky)), log=lambda _: None)

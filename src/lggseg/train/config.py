@@ -39,6 +39,7 @@ class TrainConfig:
     max_train_patients: int = 0
     calibrate: bool = True
     sync_bn: bool = False  # SyncBatchNorm across processes in distributed training (CUDA only)
+    init_weights: str = ""  # start from these weights (fine-tuning); they must not have seen this fold's test patients
     model: UNetConfig = field(default_factory=UNetConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

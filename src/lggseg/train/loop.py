@@ -22,7 +22,10 @@ from typing import Any, Callable
 
 import torch
 
+from lggseg.data.splits import patient_key
+from lggseg.errors import LggsegError
 from lggseg.infer import runtime
+from lggseg.model.bundle import load_weights
 from lggseg.model.unet import UNet
 from lggseg.train import distributed
 from lggseg.train.config import TrainConfig
@@ -94,6 +97,9 @@ def _train(
 
     # 2. the data: the fold's training and validation patients, cached in RAM
     split, train_volumes, val_volumes = load_split_volumes(cfg, log, show_progress=dist.is_main)
+    init_seen: list[str] = []
+    if cfg.init_weights:
+        init_seen = init_from_weights(cfg, unet, list(split.test), load_state=not resume, log=log)
     if dist.is_main:
         train_names = [v.name for v in train_volumes]
         run.write_split(
@@ -103,6 +109,7 @@ def _train(
                 "validation": list(split.validation),
                 "test": list(split.test),
                 "skipped": split.skipped,
+                **({"init_weights": cfg.init_weights, "init_trained_on": init_seen} if cfg.init_weights else {}),
             }
         )
     bank = SliceBank.from_volumes(train_volumes)
@@ -162,6 +169,33 @@ def _train(
 
         calibrate_run(run, val_volumes, log)
     return run.path
+
+
+def init_from_weights(
+    cfg: TrainConfig, unet: UNet, test_patients: list[str], load_state: bool, log: Callable[[str], None]
+) -> list[str]:
+    """Fine-tuning: copy ``cfg.init_weights`` into ``unet``; returns the patients those weights saw.
+
+    Refuses weights of another architecture, weights that do not record their training patients,
+    and weights that saw any of this fold's test patients (that would leak the test set).
+    """
+    bundle = load_weights(cfg.init_weights)
+    if bundle.model.config != cfg.model:
+        raise LggsegError(
+            f"init_weights {cfg.init_weights}: architecture {bundle.model.config} differs from {cfg.model}"
+        )
+    seen = bundle.info.get("trained_on")
+    if not isinstance(seen, list):
+        raise LggsegError(f"init_weights {cfg.init_weights}: the weights do not record their training patients")
+    leaked = sorted({patient_key(p) for p in seen} & {patient_key(p) for p in test_patients})
+    if leaked:
+        raise LggsegError(
+            f"init_weights {cfg.init_weights}: trained on {len(leaked)} of this fold's test patients ({leaked[0]}...)"
+        )
+    if load_state:
+        unet.load_state_dict(bundle.model.state_dict())
+        log(f"initialised from {cfg.init_weights} (SHA-256 {bundle.sha256[:12]}..., trained on {len(seen)} patients)")
+    return [str(p) for p in seen]
 
 
 def run_finished(run: str | Path) -> bool:

@@ -129,7 +129,8 @@ class RunFolder:
             info = {"fold": state["config"]["fold"], "epoch": state["epoch"], "val_dice": state["last_val_dice"]}
             if (self.path / self.SPLIT).exists():  # provenance: which patients shaped these weights
                 split = json.loads((self.path / self.SPLIT).read_text())
-                info["trained_on"] = sorted(split.get("train", []) + split.get("validation", []))
+                seen = split.get("train", []) + split.get("validation", []) + split.get("init_trained_on", [])
+                info["trained_on"] = sorted(set(seen))
             save_weights(self.best, model, info=info)
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         for pid, values in optimizer.state_dict()["state"].items():
