@@ -118,6 +118,9 @@ def test_fine_tune_refuses_weights_that_saw_the_test_fold(trained_run, tiny_data
     with pytest.raises(LggsegError, match="1 of this fold's test patients"):
         train(cfg.replace(init_weights=str(leaky)), log=lambda _: None)
     assert not (tmp_path / "leak" / "best.safetensors").exists()
-    save_weights(leaky, start.model, info={"fold": 1})  # weights that do not say what they saw are refused too
+    save_weights(leaky, start.model, info={"fold": 0})  # older weights: trained on every fold but their own
+    with pytest.raises(LggsegError, match="1 of this fold's test patients"):
+        train(cfg.replace(init_weights=str(leaky)), log=lambda _: None)
+    save_weights(leaky, start.model, info={})  # weights that do not say what they saw are refused too
     with pytest.raises(LggsegError, match="do not record"):
         train(cfg.replace(init_weights=str(leaky)), log=lambda _: None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lggseg.data.splits import fold_of, patient_key
+from lggseg.data.splits import canonical_folds, fold_of, patient_key
 
 
 def seen_in_training(info: dict[str, Any], patient: str) -> bool | None:
@@ -31,6 +31,19 @@ def seen_in_training(info: dict[str, Any], patient: str) -> bool | None:
     if isinstance(fold, int):
         home = fold_of(patient)
         return None if home is None else home != fold
+    return None
+
+
+def patients_seen(info: dict[str, Any]) -> list[str] | None:
+    """The patients that shaped single-network weights: their ``trained_on`` list, or for older weights
+    that record only their canonical ``fold``, every canonical patient of the other folds (a superset
+    of what they saw). None when the weights say neither."""
+    if isinstance(info.get("trained_on"), list):
+        return [str(p) for p in info["trained_on"]]
+    fold = info.get("fold")
+    folds = canonical_folds()
+    if isinstance(fold, int) and 0 <= fold < len(folds):
+        return sorted(p for k, names in enumerate(folds) if k != fold for p in names)
     return None
 
 

@@ -22,9 +22,9 @@ from typing import Any, Callable
 
 import torch
 
-from lggseg.data.splits import patient_key
 from lggseg.errors import LggsegError
 from lggseg.infer import runtime
+from lggseg.infer.provenance import patients_seen, seen_in_training
 from lggseg.model.bundle import load_weights
 from lggseg.model.unet import UNet
 from lggseg.train import distributed
@@ -184,10 +184,10 @@ def init_from_weights(
         raise LggsegError(
             f"init_weights {cfg.init_weights}: architecture {bundle.model.config} differs from {cfg.model}"
         )
-    seen = bundle.info.get("trained_on")
-    if not isinstance(seen, list):
+    seen = patients_seen(bundle.info)
+    if seen is None:
         raise LggsegError(f"init_weights {cfg.init_weights}: the weights do not record their training patients")
-    leaked = sorted({patient_key(p) for p in seen} & {patient_key(p) for p in test_patients})
+    leaked = [p for p in test_patients if seen_in_training(bundle.info, p) is not False]
     if leaked:
         raise LggsegError(
             f"init_weights {cfg.init_weights}: trained on {len(leaked)} of this fold's test patients ({leaked[0]}...)"
