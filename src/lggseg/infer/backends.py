@@ -31,7 +31,8 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """Eager PyTorch with the tuned settings: malloc tuning, channels_last, bf16 where it pays.
+    """Eager PyTorch with the tuned settings: malloc tuning, BatchNorm folded, channels_last, bf16
+    weights where the hardware has bf16.
 
     device: ``auto`` (CUDA when present), ``cpu``, ``cuda``...; bf16: ``auto``/``on``/``off``;
     threads: intra-op threads (0 or None: torch's default).
@@ -45,14 +46,13 @@ class TorchBackend:
             torch.set_num_threads(threads)
         self.device = runtime.pick_device(device)
         self.bf16 = runtime.use_bf16(self.device, bf16)
-        self.model = runtime.prepare_model(bundle.model, self.device).eval()
+        self.model = runtime.prepare_for_inference(bundle.model, self.device, self.bf16)
+        self.dtype = torch.bfloat16 if self.bf16 else torch.float32
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=torch.channels_last)
-        with runtime.autocast(self.device, self.bf16):
-            logits = self.model(x)
-        return torch.sigmoid(logits.float()).cpu().numpy()
+        x = torch.from_numpy(batch).to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
+        return torch.sigmoid(self.model(x).float()).cpu().numpy()
 
 
 def default_threads() -> int:

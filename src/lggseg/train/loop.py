@@ -14,6 +14,7 @@ A process started without torchrun runs exactly the single-process code path.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Any, Callable
 
 import torch
 
+from lggseg.data.dataset import flair_only_images
 from lggseg.errors import LggsegError
 from lggseg.infer import runtime
 from lggseg.infer.provenance import patients_seen, seen_in_training
@@ -97,6 +99,8 @@ def _train(
 
     # 2. the data: the fold's training and validation patients, cached in RAM
     split, train_volumes, val_volumes = load_split_volumes(cfg, log, show_progress=dist.is_main)
+    if cfg.augment.flair_only_prob >= 1.0:  # a FLAIR-only model is validated and calibrated as predict feeds it
+        val_volumes = [dataclasses.replace(v, images=flair_only_images(v.images[..., 1])) for v in val_volumes]
     init_seen: list[str] = []
     if cfg.init_weights:
         init_seen = init_from_weights(cfg, unet, list(split.test), load_state=not resume, log=log)
