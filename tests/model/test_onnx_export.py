@@ -153,3 +153,15 @@ def test_export_leaves_nothing_but_its_file(exported: Path) -> None:
     assert [p.name for p in exported.parent.iterdir()] == [exported.name]
     leftovers = [p.name for p in Path.cwd().iterdir() if p.name == "sym_shape_infer_temp.onnx" or p.suffix == ".data"]
     assert leftovers == []  # ONNX Runtime's scratch files never land in the working folder
+
+
+def test_an_ensemble_is_refused_not_exported_as_its_first_member(tmp_path: Path) -> None:
+    import dataclasses
+
+    from lggseg.errors import LggsegError
+    from lggseg.model.onnx_export import build_onnx
+
+    shipped = load_weights(None)
+    ensemble = dataclasses.replace(shipped, info={"ensemble": [{"sha256": "a"}, {"sha256": "b"}]}, path=tmp_path)
+    with pytest.raises(LggsegError, match="ensemble of 2 models"):
+        build_onnx(ensemble)

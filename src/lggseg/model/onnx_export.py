@@ -99,8 +99,15 @@ def build_onnx(bundle: ModelBundle, opset: int | None = None) -> onnx.ModelProto
     """Trace ``bundle``'s U-Net + sigmoid with the dynamo exporter into a checked ONNX model.
 
     Batch and spatial sizes are dynamic (spatial sizes as multiples of the stride).
-    Batch-norm is folded into the convolutions by the exporter's optimiser.
+    Batch-norm is folded into the convolutions by the exporter's optimiser. An ensemble bundle
+    (:mod:`lggseg.infer.ensemble`) is refused: its ``model`` is only its first member.
     """
+    members = bundle.info.get("ensemble")
+    if members:
+        raise LggsegError(
+            f"{bundle.path}: an ensemble of {len(members)} models is not one network and cannot be exported; "
+            "export one member's weights file"
+        )
     try:
         import onnx
         import onnxscript  # noqa: F401  (the dynamo exporter needs it)
