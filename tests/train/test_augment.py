@@ -109,3 +109,13 @@ def test_flair_only_samples_show_flair_in_every_channel():
     assert torch.equal(x_all[:, 0], x_all[:, 1]) and torch.equal(x_all[:, 2], x_all[:, 1])
     assert torch.equal(x_all[:, 1], x_none[:, 1])  # FLAIR itself is untouched
     assert not torch.allclose(x_none[:, 0], x_none[:, 1])  # without it, the channels differ
+
+
+def test_hard_negative_crops_of_tumor_free_slices_hold_the_brightest_flair():
+    images = torch.zeros(8, 3, 128, 128)
+    images[:, 1, 100:114, 6:20] = 5.0  # a bright spot (1.2% of the slice) far from the centre, FLAIR only
+    masks = torch.zeros(8, 1, 128, 128)
+    plain, _ = tumor_biased_crop(images, masks, 32, torch.Generator().manual_seed(0))
+    hard, _ = tumor_biased_crop(images, masks, 32, torch.Generator().manual_seed(0), bright_prob=1.0)
+    assert (hard[:, 1].amax((-2, -1)) == 5.0).all()  # every hard-negative patch holds the spot
+    assert (plain[:, 1].amax((-2, -1)) == 5.0).sum() < 4  # a random patch of 32/128 rarely does

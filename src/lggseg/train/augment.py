@@ -119,14 +119,25 @@ def bias_field(coeffs: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return torch.einsum("bck,khw->bchw", coeffs, basis).exp()
 
 
+BRIGHT_QUANTILE = 0.99
+"""Hard-negative patches are centred on one of the slice's FLAIR pixels above this quantile (its top 1%)."""
+
+
 def tumor_biased_crop(
-    images: torch.Tensor, masks: torch.Tensor, size: int, generator: torch.Generator
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    size: int,
+    generator: torch.Generator,
+    bright_prob: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Crop ``size`` x ``size`` patches; a patch of a slice with tumor contains tumor.
 
     images: ``(B, C, H, W)``; masks: ``(B, 1, H, W)``. A tumor slice's patch is centred on one of
     its tumor pixels, chosen at random, moved by up to a quarter of ``size``; other slices get a
-    patch at a uniformly random place. Returns ``(B, C, size, size)`` and ``(B, 1, size, size)``.
+    patch at a uniformly random place, or, with probability ``bright_prob``, a hard negative: a
+    patch centred the same way on one of the slice's brightest FLAIR pixels (channel 1, top
+    :data:`BRIGHT_QUANTILE`), where tumor-free tissue is taken for tumor. Returns
+    ``(B, C, size, size)`` and ``(B, 1, size, size)``.
     """
     b, _, h, w = images.shape
     if size >= min(h, w):
@@ -134,6 +145,10 @@ def tumor_biased_crop(
     out_images, out_masks = [], []
     for i in range(b):
         where = torch.nonzero(masks[i, 0] > 0.5)
+        if not len(where) and bright_prob > 0 and float(torch.rand(1, generator=generator)) < bright_prob:
+            flair = images[i, min(1, images.shape[1] - 1)].flatten()
+            top = torch.topk(flair, max(1, int(round((1 - BRIGHT_QUANTILE) * flair.numel())))).indices
+            where = torch.stack([top // w, top % w], 1)
         if len(where):
             cy, cx = where[int(torch.randint(len(where), (1,), generator=generator))].tolist()
             jitter = torch.randint(-size // 4, size // 4 + 1, (2,), generator=generator).tolist()

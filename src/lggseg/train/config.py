@@ -27,6 +27,8 @@ class TrainConfig:
     batch_size: int = 16
     crop_size: int = 0  # train on crop_size x crop_size patches (0 = whole slices); see transforms.tumor_biased_crop
     fg_fraction: float = 0.5
+    vertex_fraction: float = 0.0  # share of samples from tumor-free slices in the top fifth of a volume
+    hard_negative_prob: float = 0.0  # a tumor-free slice's crop is centred on bright FLAIR with this probability
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
@@ -53,6 +55,11 @@ class TrainConfig:
                 "crop_size must be 0 or a multiple of 16 in [32, 256]",
             ),
             (0.0 <= self.fg_fraction <= 1.0, "fg_fraction must be in [0, 1]"),
+            (
+                self.vertex_fraction >= 0.0 and self.fg_fraction + self.vertex_fraction <= 1.0,
+                "vertex_fraction must be >= 0 and fg_fraction + vertex_fraction <= 1",
+            ),
+            (0.0 <= self.hard_negative_prob <= 1.0, "hard_negative_prob must be in [0, 1]"),
             (self.lr > 0, "lr must be > 0"),
             (self.n_validation >= 1, "n_validation must be >= 1"),
             (self.bf16 in ("auto", "on", "off"), "bf16 must be auto, on or off"),

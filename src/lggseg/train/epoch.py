@@ -85,7 +85,7 @@ def train_one_epoch(ctx: EpochContext, epoch: int) -> dict[str, float]:
     cfg, dist, steps = ctx.cfg, ctx.dist, ctx.steps_per_epoch
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     torch.manual_seed(cfg.seed * 7_919 + epoch + 104_729 * dist.rank)
-    order = draw_epoch(ctx.bank, steps * cfg.batch_size, cfg.fg_fraction, generator)
+    order = draw_epoch(ctx.bank, steps * cfg.batch_size, cfg.fg_fraction, generator, cfg.vertex_fraction)
     mine = distributed.shard(order, dist)  # this rank's share; all of ``order`` alone
     augment_generator = (
         generator if dist.world_size == 1 else distributed.rank_generator(cfg.seed * 100_003 + epoch, dist)
@@ -104,7 +104,7 @@ def train_one_epoch(ctx: EpochContext, epoch: int) -> dict[str, float]:
             target = ctx.bank.masks[idx][:, None].float()
             x, y = augment(raw, target, ctx.bank.stats[idx], cfg.augment, augment_generator)
             if cfg.crop_size:
-                x, y = tumor_biased_crop(x, y, cfg.crop_size, augment_generator)
+                x, y = tumor_biased_crop(x, y, cfg.crop_size, augment_generator, cfg.hard_negative_prob)
             x = x.to(ctx.device).contiguous(memory_format=torch.channels_last)
             y = y.to(ctx.device)
             with runtime.autocast(ctx.device, ctx.bf16):

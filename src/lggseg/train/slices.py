@@ -15,6 +15,9 @@ from lggseg.infer.preprocess import volume_stats
 from lggseg.io.progress import track
 from lggseg.train.config import TrainConfig
 
+VERTEX_SHARE = 0.2
+"""The top fifth of a volume's slices counts as the vertex."""
+
 
 @dataclass
 class SliceBank:
@@ -22,37 +25,53 @@ class SliceBank:
 
     images: ``(N, 256, 256, 3)`` uint8; masks: ``(N, 256, 256)`` bool; stats: ``(N, 4, 3)``
     float32 (the per-volume normalisation stats of each slice's patient); tumor: indices of
-    slices with a non-empty mask.
+    slices with a non-empty mask; vertex: indices of tumor-free slices in the top
+    :data:`VERTEX_SHARE` of their volume (slices run inferior to superior), where bright cortex
+    and skull rim are most often taken for tumor.
     """
 
     images: torch.Tensor
     masks: torch.Tensor
     stats: torch.Tensor
     tumor: torch.Tensor
+    vertex: torch.Tensor
 
     @classmethod
     def from_volumes(cls, volumes: list[Volume]) -> SliceBank:
         images = np.concatenate([v.images for v in volumes])
         masks = np.concatenate([v.require_masks() for v in volumes])
         stats = np.concatenate([np.repeat(volume_stats(v.images)[None], len(v.images), 0) for v in volumes])
-        tumor = np.flatnonzero(masks.reshape(len(masks), -1).any(1))
-        return cls(torch.from_numpy(images), torch.from_numpy(masks), torch.from_numpy(stats), torch.from_numpy(tumor))
+        has_tumor = masks.reshape(len(masks), -1).any(1)
+        top = np.concatenate([np.arange(len(v.images)) >= (1 - VERTEX_SHARE) * len(v.images) for v in volumes])
+        return cls(
+            torch.from_numpy(images),
+            torch.from_numpy(masks),
+            torch.from_numpy(stats),
+            torch.from_numpy(np.flatnonzero(has_tumor)),
+            torch.from_numpy(np.flatnonzero(top & ~has_tumor)),
+        )
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
 
-def draw_epoch(bank: SliceBank, n: int, fg_fraction: float, generator: torch.Generator) -> torch.Tensor:
-    """Indices for one epoch: ``fg_fraction`` from tumor slices, the rest from all slices, shuffled."""
+def draw_epoch(
+    bank: SliceBank, n: int, fg_fraction: float, generator: torch.Generator, vertex_fraction: float = 0.0
+) -> torch.Tensor:
+    """Indices for one epoch: ``fg_fraction`` from tumor slices, ``vertex_fraction`` from tumor-free
+    vertex slices (hard negatives), the rest from all slices, shuffled."""
     n_fg = int(round(n * fg_fraction)) if len(bank.tumor) else 0
+    n_vertex = min(int(round(n * vertex_fraction)), n - n_fg) if len(bank.vertex) else 0
     fg = (
         bank.tumor[torch.randint(len(bank.tumor), (n_fg,), generator=generator)]
         if n_fg
         else torch.empty(0, dtype=torch.long)
     )
-    rest = torch.randint(len(bank), (n - n_fg,), generator=generator)
-    both = torch.cat([fg, rest])
-    return both[torch.randperm(n, generator=generator)]
+    parts = [fg]
+    if n_vertex:  # no draw at all when off, so older runs resume bit for bit
+        parts.append(bank.vertex[torch.randint(len(bank.vertex), (n_vertex,), generator=generator)])
+    parts.append(torch.randint(len(bank), (n - n_fg - n_vertex,), generator=generator))
+    return torch.cat(parts)[torch.randperm(n, generator=generator)]
 
 
 def load_split_volumes(
