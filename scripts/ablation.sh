@@ -8,13 +8,14 @@ set -euo pipefail
 out=${1:?usage: bash scripts/ablation.sh ABL [VARIANT...]}
 shift
 data=${LGGSEG_DATA:-../shared/data/lgg/kaggle_3m}
+lggseg=$(command -v lggseg || echo .venv/bin/lggseg)
 variants=("$@")
 if [ ${#variants[@]} -eq 0 ]; then
   variants=($(ls configs/ablation/*.yaml | xargs -n1 basename | sed 's/\.yaml$//'))
 fi
 for variant in "${variants[@]}"; do
   for fold in 0 1; do
-    lggseg cv --data "$data" --config "configs/ablation/$variant.yaml" --out "$out/$variant" --only-fold "$fold"
+    "$lggseg" cv --data "$data" --config "configs/ablation/$variant.yaml" --out "$out/$variant" --only-fold "$fold"
   done
-  lggseg cv --data "$data" --config "configs/ablation/$variant.yaml" --out "$out/$variant" --folds 2 --merge-only
+  "$lggseg" cv --data "$data" --config "configs/ablation/$variant.yaml" --out "$out/$variant" --folds 2 --merge-only
 done
