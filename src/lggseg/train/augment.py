@@ -147,8 +147,8 @@ def tumor_biased_crop(
         where = torch.nonzero(masks[i, 0] > 0.5)
         if not len(where) and bright_prob > 0 and float(torch.rand(1, generator=generator)) < bright_prob:
             flair = images[i, min(1, images.shape[1] - 1)].flatten()
-            top = torch.topk(flair, max(1, int(round((1 - BRIGHT_QUANTILE) * flair.numel())))).indices
-            where = torch.stack([top // w, top % w], 1)
+            brightest = torch.topk(flair, max(1, int(round((1 - BRIGHT_QUANTILE) * flair.numel())))).indices
+            where = torch.stack([brightest // w, brightest % w], 1)
         if len(where):
             cy, cx = where[int(torch.randint(len(where), (1,), generator=generator))].tolist()
             jitter = torch.randint(-size // 4, size // 4 + 1, (2,), generator=generator).tolist()
