@@ -116,6 +116,8 @@ def process_group(device_name: str) -> Iterator[tuple[Dist, torch.device]]:
         td.init_process_group(backend=backend, init_method="env://", rank=dist.rank, world_size=dist.world_size)
     try:
         yield dist, device
+        if created:  # every rank is done with the group before any rank tears it down (gloo aborts otherwise)
+            td.barrier()
     finally:
         if created and td.is_initialized():
             td.destroy_process_group()
