@@ -30,10 +30,11 @@ TOP_FRACTION = 0.2
 
 def slice_rows(patient: str, pred: np.ndarray, truth: np.ndarray) -> list[dict[str, object]]:
     """One row per false-positive slice of a ``(Z, H, W)`` prediction against its truth."""
-    tumor = np.flatnonzero(truth.reshape(len(truth), -1).any(1))
+    has_tumor = truth.reshape(len(truth), -1).any(1)
+    tumor = np.flatnonzero(has_tumor)
     predicted = pred.reshape(len(pred), -1).any(1)
     rows = []
-    for z in np.flatnonzero(predicted & ~truth.reshape(len(truth), -1).any(1)):
+    for z in np.flatnonzero(predicted & ~has_tumor):
         distance = int(np.abs(tumor - z).min()) if tumor.size else -1
         rows.append(
             {

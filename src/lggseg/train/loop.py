@@ -24,9 +24,10 @@ from typing import Any, Callable
 import torch
 
 from lggseg.data.dataset import flair_only_images
+from lggseg.data.splits import patient_key
 from lggseg.errors import LggsegError
 from lggseg.infer import runtime
-from lggseg.infer.provenance import patients_seen, seen_in_training
+from lggseg.infer.provenance import patients_seen
 from lggseg.model.bundle import load_weights
 from lggseg.model.unet import UNet
 from lggseg.train import distributed
@@ -191,7 +192,8 @@ def init_from_weights(
     seen = patients_seen(bundle.info)
     if seen is None:
         raise LggsegError(f"init_weights {cfg.init_weights}: the weights do not record their training patients")
-    leaked = [p for p in test_patients if seen_in_training(bundle.info, p) is not False]
+    seen_keys = {patient_key(p) for p in seen}
+    leaked = [p for p in test_patients if patient_key(p) in seen_keys]
     if leaked:
         raise LggsegError(
             f"init_weights {cfg.init_weights}: trained on {len(leaked)} of this fold's test patients ({leaked[0]}...)"
