@@ -13,9 +13,12 @@ variants=("$@")
 if [ ${#variants[@]} -eq 0 ]; then
   variants=($(ls configs/ablation/*.yaml | xargs -n1 basename | sed 's/\.yaml$//'))
 fi
-for variant in "${variants[@]}"; do
-  for fold in 0 1; do
+# Fold-major: fold 0 of every variant first, so a first comparison exists after one pass.
+for fold in 0 1; do
+  for variant in "${variants[@]}"; do
     "$lggseg" cv --data "$data" --config "configs/ablation/$variant.yaml" --out "$out/$variant" --only-fold "$fold"
   done
+done
+for variant in "${variants[@]}"; do
   "$lggseg" cv --data "$data" --config "configs/ablation/$variant.yaml" --out "$out/$variant" --folds 2 --merge-only
 done
