@@ -36,14 +36,15 @@ def ms_per_slice(weights: Path, rounds: int = 30) -> float:
     """Median ms of one network call on one 256x256 slice (default torch backend, warm)."""
     from lggseg.infer.segmenter import InferenceConfig, Segmenter
 
-    backend = Segmenter.from_weights(weights, InferenceConfig(batch_size=1)).backend
-    x = np.random.default_rng(0).standard_normal((1, 3, 256, 256)).astype(np.float32)
+    segmenter = Segmenter.from_weights(weights, InferenceConfig(batch_size=1))
+    channels = segmenter.bundle.config.in_channels
+    x = np.random.default_rng(0).standard_normal((1, channels, 256, 256)).astype(np.float32)
     for _ in range(3):
-        backend(x)
+        segmenter.backend(x)
     times = []
     for _ in range(rounds):
         began = time.perf_counter()
-        backend(x)
+        segmenter.backend(x)
         times.append(time.perf_counter() - began)
     return 1000 * statistics.median(times)
 

@@ -24,3 +24,19 @@ def test_inference_does_not_import_training_code():
         "not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_context_stack_puts_each_slice_between_its_clamped_neighbours():
+    from lggseg.infer.preprocess import context_indices, context_stack, tile_stats
+
+    assert context_indices(np.arange(4), 4, 1).tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
+    images = np.stack([np.full((2, 2, 3), 10 * z + np.arange(3), np.uint8) for z in range(4)])  # value 10z + channel
+    x = context_stack(images, 1, 9, context=1)  # a stop past the end is cut, like a slice
+    assert x.shape == (3, 9, 2, 2)
+    # slice 1: channels of slices 0, 1, 2; slice 3 (the last): 2, 3, 3
+    assert x[0, :, 0, 0].tolist() == [0, 1, 2, 10, 11, 12, 20, 21, 22]
+    assert x[2, :, 0, 0].tolist() == [20, 21, 22, 30, 31, 32, 30, 31, 32]
+    assert torch.equal(context_stack(images, 0, 2, context=0), torch.from_numpy(images[:2]).permute(0, 3, 1, 2).float())
+    stats = torch.arange(12.0).reshape(4, 3)
+    assert torch.equal(tile_stats(stats, 1), torch.cat([stats] * 3, dim=1))
+    assert tile_stats(stats[None].expand(5, 4, 3), 2).shape == (5, 4, 15)

@@ -76,3 +76,22 @@ def test_inference_config_is_validated():
     ):
         with pytest.raises(LggsegError):
             InferenceConfig(**bad)
+
+
+def test_a_25d_model_sees_each_slice_with_its_neighbours(tmp_path, sample_dir):
+    """A 2.5D network whose weights read only the slice above gives slice z the 2D answer for z + 1."""
+    volume = load_volume(index_dataset(sample_dir).patients[0])
+    torch.manual_seed(0)
+    flat = UNet(UNetConfig(base_width=4, depth=2))
+    wide = UNet(UNetConfig(in_channels=9, base_width=4, depth=2, context_slices=1))
+    state = flat.state_dict()
+    stem = torch.zeros(4, 9, 3, 3)
+    stem[:, 6:] = state["stem.0.weight"]  # only the channels of slice z + 1
+    wide.load_state_dict({**state, "stem.0.weight": stem})
+    save_weights(tmp_path / "flat.safetensors", flat)
+    save_weights(tmp_path / "wide.safetensors", wide)
+    config = InferenceConfig(batch_size=3, bf16="off")
+    a = Segmenter.from_weights(tmp_path / "flat.safetensors", config).probabilities(volume.images[:6])
+    b = Segmenter.from_weights(tmp_path / "wide.safetensors", config).probabilities(volume.images[:6])
+    assert np.abs(b[:5] - a[1:6]).max() < 1e-4  # slices 0..4 see 1..5
+    assert np.abs(b[5] - a[5]).max() < 1e-4  # the last slice is its own upper neighbour

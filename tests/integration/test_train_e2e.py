@@ -124,3 +124,22 @@ def test_fine_tune_refuses_weights_that_saw_the_test_fold(trained_run, tiny_data
     save_weights(leaky, start.model, info={})  # weights that do not say what they saw are refused too
     with pytest.raises(LggsegError, match="do not record"):
         train(cfg.replace(init_weights=str(leaky)), log=lambda _: None)
+
+
+def test_a_25d_run_with_per_image_dice_trains_and_predicts(sample_dir, tmp_path):
+    """The ablation levers end to end: 2.5D input, per-image Dice, crops with hard negatives."""
+    from lggseg.data.dataset import index_dataset, load_volume
+    from lggseg.infer.segmenter import InferenceConfig, Segmenter
+    from lggseg.train.config import config_from_dict
+    from lggseg.train.loop import train
+
+    values = {**TINY, "model": {**TINY["model"], "in_channels": 9, "context_slices": 1}}
+    cfg = config_from_dict(
+        {**values, "data": str(sample_dir), "out": str(tmp_path / "run25d"), "dice_per_image": True}
+    ).replace(crop_size=64, hard_negative_prob=1.0, vertex_fraction=0.25)
+    train(cfg, log=lambda _: None)
+    bundle = load_weights(tmp_path / "run25d" / "best.safetensors")
+    assert bundle.config.context_slices == 1 and bundle.config.in_channels == 9
+    volume = load_volume(index_dataset(sample_dir).patients[0])
+    mask = Segmenter.from_weights(tmp_path / "run25d", InferenceConfig(bf16="off")).segment(volume.images)
+    assert mask.shape == volume.require_masks().shape

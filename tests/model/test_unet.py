@@ -29,3 +29,12 @@ def test_bad_config_and_bad_input_are_explained():
         UNetConfig(depth=0)
     with pytest.raises(ValueError, match="expected input"):
         UNet(UNetConfig(base_width=4, depth=2))(torch.randn(1, 1, 32, 32))
+
+
+def test_context_slices_need_three_channels_per_slice():
+    with pytest.raises(ValueError, match="needs in_channels 9"):
+        UNetConfig(context_slices=1)
+    with pytest.raises(ValueError, match="context_slices must be 0, 1 or 2"):
+        UNetConfig(in_channels=21, context_slices=3)
+    model = UNet(UNetConfig(in_channels=9, base_width=4, depth=2, context_slices=1))
+    assert model(torch.randn(1, 9, 32, 32)).shape == (1, 1, 32, 32)

@@ -119,3 +119,15 @@ def test_hard_negative_crops_of_tumor_free_slices_hold_the_brightest_flair():
     hard, _ = tumor_biased_crop(images, masks, 32, torch.Generator().manual_seed(0), bright_prob=1.0)
     assert (hard[:, 1].amax((-2, -1)) == 5.0).all()  # every hard-negative patch holds the spot
     assert (plain[:, 1].amax((-2, -1)) == 5.0).sum() < 4  # a random patch of 32/128 rarely does
+
+
+def test_a_25d_input_gets_one_draw_per_modality_shared_by_its_slices():
+    images, masks = _blob_batch()
+    cfg = AugmentConfig(noise_std=0.0, gamma_prob=0.5, bias_field_prob=0.5, flair_only_prob=0.5)
+    flat, _ = augment(images, masks, _stats(8), cfg, torch.Generator().manual_seed(3))
+    stacked, stacked_masks = augment(
+        images.repeat(1, 3, 1, 1), masks, _stats(8).repeat(1, 1, 3), cfg, torch.Generator().manual_seed(3)
+    )
+    assert stacked.shape == (8, 9, 64, 64)
+    for k in range(3):  # every slice of the neighbourhood was augmented exactly like the 2D input
+        assert torch.allclose(stacked[:, 3 * k : 3 * k + 3], flat, atol=1e-5)

@@ -32,3 +32,17 @@ def test_draw_epoch_takes_the_asked_shares():
     # off by default: the same draw as before the option existed, so older runs resume bit for bit
     again = draw_epoch(bank, 1000, 0.5, torch.Generator().manual_seed(0), vertex_fraction=0.0)
     assert torch.equal(plain, again)
+
+
+def test_bank_inputs_take_neighbours_from_the_slice_own_volume_only():
+    a, b = volume("a", 3, range(1, 2)), volume("b", 4, range(0, 1))
+    b.images[:] = 200  # volume b is uniformly 200, a is random below 255: a crossed bound would show
+    bank = SliceBank.from_volumes([a, b])
+    raw, stats = bank.inputs(torch.tensor([2, 3, 0]), context=1)
+    assert raw.shape == (3, 9, 16, 16) and stats.shape == (3, 4, 9)
+    # a's last slice (2): slices 1, 2, 2 of a; b's first slice (bank 3): 3, 3, 4 of b; a's first: 0, 0, 1
+    assert torch.equal(raw[0, 6:], raw[0, 3:6]) and torch.equal(raw[0, :3], bank.images[1].permute(2, 0, 1).float())
+    assert bool((raw[1] == 200).all())
+    assert torch.equal(raw[2, :3], raw[2, 3:6]) and torch.equal(raw[2, 6:], bank.images[1].permute(2, 0, 1).float())
+    plain, plain_stats = bank.inputs(torch.tensor([2, 3]), context=0)
+    assert torch.equal(plain, raw[:2, 3:6]) and torch.equal(plain_stats, stats[:2, :, :3])

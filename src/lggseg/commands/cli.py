@@ -278,8 +278,8 @@ def export(
 
     path = export_onnx(weights, out)
     _say(
-        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input 'image' float32 (batch, 3, H, W) normalised, output "
-        "'probability' (batch, 1, H, W)"
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input 'image' float32 (batch, channels, H, W) "
+        "normalised, output 'probability' (batch, 1, H, W)"
     )
 
 

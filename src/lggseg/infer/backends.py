@@ -1,8 +1,9 @@
 """The backends that run the network for :class:`lggseg.infer.segmenter.Segmenter`.
 
 :class:`TorchBackend` is eager PyTorch with the tuned settings of :mod:`lggseg.infer.runtime`;
-:class:`OnnxBackend` is ONNX Runtime on the CPU (``--runtime onnx``). Both take ``(B, 3, H, W)``
-float32 normalised images and return ``(B, 1, H, W)`` float32 probabilities.
+:class:`OnnxBackend` is ONNX Runtime on the CPU (``--runtime onnx``). Both take ``(B, C, H, W)``
+float32 normalised images (C = the model's ``in_channels``) and return ``(B, 1, H, W)`` float32
+probabilities.
 
 The ONNX graph comes from :func:`lggseg.model.onnx_export.build_onnx`. Exporting takes seconds, so the exported
 file is cached next to the weights as ``<weights stem>.<sha256[:12]>.onnx`` and reused while its
@@ -25,7 +26,7 @@ from lggseg.model.bundle import ModelBundle
 
 
 class Backend(Protocol):
-    """Runs the network: ``(B, 3, H, W)`` float32 normalised -> ``(B, 1, H, W)`` probabilities."""
+    """Runs the network: ``(B, C, H, W)`` float32 normalised -> ``(B, 1, H, W)`` probabilities."""
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -102,7 +103,7 @@ def onnx_model_for(bundle: ModelBundle, cache: bool = True) -> str | bytes:
 
 
 class OnnxBackend:
-    """ONNX Runtime on the CPU: ``(B, 3, H, W)`` float32 normalised -> ``(B, 1, H, W)`` probabilities.
+    """ONNX Runtime on the CPU: ``(B, C, H, W)`` float32 normalised -> ``(B, 1, H, W)`` probabilities.
 
     ``model`` overrides the graph (a path or serialised bytes, e.g. an int8-quantised variant);
     by default it is exported from ``bundle`` (and cached, see :func:`onnx_model_for`).
@@ -138,7 +139,7 @@ class OnnxBackend:
         self.output_name = self.session.get_outputs()[0].name
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """batch: ``(B, 3, H, W)`` float32 -> ``(B, 1, H, W)`` float32 probabilities.
+        """batch: ``(B, C, H, W)`` float32 -> ``(B, 1, H, W)`` float32 probabilities.
 
         H and W that are not multiples of the stride are padded (reflect, or edge for tiny
         inputs) like :class:`lggseg.model.unet.UNet` does, and the output is cropped back.

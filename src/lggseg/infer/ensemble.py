@@ -70,9 +70,10 @@ def load_members(files: Sequence[Path]) -> tuple[ModelBundle, list[ModelBundle]]
     The ensemble bundle's ``sha256`` hashes the members' hashes in order, so a report names the exact set.
     """
     members = [load_weights(f) for f in files]
-    inputs = {m.config.in_channels for m in members}
+    inputs = {(m.config.in_channels, m.config.context_slices) for m in members}
     if len(inputs) > 1:
-        raise LggsegError(f"{files[0].parent}: ensemble members take different inputs ({sorted(inputs)})")
+        kinds = ", ".join(f"{c} channels with {k} context slice(s)" for c, k in sorted(inputs))
+        raise LggsegError(f"{files[0].parent}: ensemble members take different inputs ({kinds})")
     digest = hashlib.sha256("".join(m.sha256 for m in members).encode()).hexdigest()
     info = {
         "ensemble": [

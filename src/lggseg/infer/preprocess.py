@@ -4,6 +4,9 @@ Per channel, over the voxels of one volume that are above 0 (the head): clip to 
 percentiles, then subtract the mean and divide by the standard deviation of the clipped values.
 The four numbers per channel are the volume's *stats*, shape ``(4, 3)``: rows ``lo, hi, mean,
 std``. A single slice given alone is normalised with its own stats.
+
+A 2.5D model (``context_slices`` = c > 0) sees each slice with its c neighbours on either side:
+:func:`context_stack` builds that input, and :func:`tile_stats` repeats the stats to match.
 """
 
 from __future__ import annotations
@@ -36,9 +39,36 @@ def volume_stats(images: np.ndarray) -> np.ndarray:
 def normalize(images: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
     """Normalise raw intensities.
 
-    images: ``(B, 3, H, W)`` float (0..255). stats: ``(B, 4, 3)`` or ``(4, 3)``. Returns float32.
+    images: ``(B, C, H, W)`` float (0..255). stats: ``(B, 4, C)`` or ``(4, C)``. Returns float32.
     """
     if stats.dim() == 2:
         stats = stats.unsqueeze(0).expand(images.shape[0], -1, -1)
     lo, hi, mean, std = (stats[:, i, :, None, None] for i in range(4))
     return (torch.minimum(torch.maximum(images, lo), hi) - mean) / std
+
+
+def context_indices(slices: np.ndarray, depth: int, context: int) -> np.ndarray:
+    """Indices of each slice's neighbourhood: ``(n,)`` slice indices of a ``depth``-slice volume ->
+    ``(n, 2c + 1)``, from ``z - c`` to ``z + c``, clamped to the volume (an end slice repeats itself)."""
+    offsets = np.arange(-context, context + 1)
+    return np.clip(np.asarray(slices)[:, None] + offsets[None], 0, depth - 1)
+
+
+def context_stack(images: np.ndarray, start: int, stop: int, context: int) -> torch.Tensor:
+    """Network input of slices ``start:stop`` of a volume, raw intensities.
+
+    images: ``(Z, H, W, 3)`` uint8. Returns ``(stop - start, 3 (2c + 1), H, W)`` float32: the
+    channels of slice ``z - c`` first, then up to ``z + c`` (c = 0: the slices themselves).
+    """
+    stop = min(stop, images.shape[0])
+    if context == 0:
+        chosen = np.array(images[start:stop])  # copy: the input may be read-only
+    else:
+        near = context_indices(np.arange(start, stop), images.shape[0], context)  # (n, 2c+1)
+        chosen = np.concatenate([images[near[:, k]] for k in range(near.shape[1])], axis=-1)
+    return torch.from_numpy(chosen).permute(0, 3, 1, 2).float()
+
+
+def tile_stats(stats: torch.Tensor, context: int) -> torch.Tensor:
+    """``(..., 4, 3)`` stats -> ``(..., 4, 3 (2c + 1))``, one copy per slice of the neighbourhood."""
+    return stats.repeat(*([1] * (stats.dim() - 1)), 2 * context + 1) if context else stats

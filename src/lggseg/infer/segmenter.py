@@ -6,7 +6,8 @@ before thresholding). For a volume ``(Z, H, W, 3)`` uint8:
 
 1. slices that are not 256x256 are resized to the model grid (bilinear);
 2. the volume is normalised with its own statistics (:mod:`lggseg.infer.preprocess`);
-3. the backend predicts ``batch_size`` images per call (flip TTA when the weights ask for it);
+3. the backend predicts ``batch_size`` images per call (flip TTA when the weights ask for it); a
+   2.5D model gets each slice with its neighbours as extra channels;
 4. probabilities are resized back to ``H x W`` (bilinear) when the input was not 256x256;
 5. the weights' :class:`~lggseg.model.bundle.PostProcess` turns them into a mask (threshold, 3D
    component cleanup).
@@ -30,7 +31,7 @@ from lggseg.data.dataset import GRID, fit_to_grid
 from lggseg.errors import LggsegError
 from lggseg.infer import postprocess
 from lggseg.infer.backends import Backend, TorchBackend
-from lggseg.infer.preprocess import normalize, volume_stats
+from lggseg.infer.preprocess import context_stack, normalize, tile_stats, volume_stats
 from lggseg.model.bundle import ModelBundle, load_weights
 
 RUNTIMES = ("torch", "onnx")
@@ -120,16 +121,14 @@ class Segmenter:
         """
         if stats is None:
             stats = volume_stats(images)
-        stats_t = torch.from_numpy(np.asarray(stats, np.float32))
+        context = self.bundle.config.context_slices
+        stats_t = tile_stats(torch.from_numpy(np.asarray(stats, np.float32)), context)
         flip = self.bundle.tta == "flip"
         out = np.empty(images.shape[:3], np.float32)
         batch = self.config.batch_size
         step = max(1, batch // 2 if flip else batch)
         for start in range(0, images.shape[0], step):
-            raw = (
-                torch.from_numpy(np.array(images[start : start + step])).permute(0, 3, 1, 2).float()
-            )  # copy: input may be read-only
-            x = normalize(raw, stats_t)
+            x = normalize(context_stack(images, start, start + step, context), stats_t)
             if flip:
                 x = torch.cat([x, x.flip(-1)])
             prob = self.backend(np.ascontiguousarray(x.numpy()))[:, 0]

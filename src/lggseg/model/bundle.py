@@ -249,7 +249,7 @@ def unet_config_from(text: str) -> UNetConfig:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f"unknown architecture keys {unknown}")
-    for name in ("in_channels", "out_channels", "base_width", "depth"):
+    for name in ("in_channels", "out_channels", "base_width", "depth", "context_slices"):
         if name in raw and not _is_int(raw[name]):
             raise ValueError(f"{name} must be an integer, got {raw[name]!r}")
     if "dropout" in raw and not _is_real(raw["dropout"]):

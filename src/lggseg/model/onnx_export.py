@@ -2,9 +2,10 @@
 
 The exported graph:
 
-* input ``image``: ``(batch, 3, height, width)`` float32, *normalised* intensities (see
-  :data:`PREPROCESSING`); ``batch`` is dynamic, ``height`` and ``width`` are dynamic multiples of
-  the network stride (``2**depth``, 16 for the shipped model). Pad other sizes before the call.
+* input ``image``: ``(batch, in_channels, height, width)`` float32, *normalised* intensities (see
+  :data:`PREPROCESSING`; 3 channels, or 3 per slice for a 2.5D model); ``batch`` is dynamic,
+  ``height`` and ``width`` are dynamic multiples of the network stride (``2**depth``, 16 for the
+  shipped model). Pad other sizes before the call.
 * output ``probability``: ``(batch, 1, height, width)`` float32 tumor probabilities (the sigmoid
   is inside the graph). Thresholding, 3D component cleanup and flip TTA are *not* in the graph;
   their settings are stored in the metadata (``postprocess``, ``tta``) so any runtime can
@@ -47,7 +48,10 @@ PREPROCESSING = (
     "Normalise per volume and per channel: take the voxels > 0 of the whole patient volume "
     "(all voxels if fewer than 64), clip to their [0.5, 99.5] percentiles, subtract the mean and "
     "divide by the standard deviation of the clipped values (std < 1e-3 -> 1). A slice given alone "
-    "uses its own statistics. H and W must be multiples of the stride; pad (reflect) and crop back otherwise."
+    "uses its own statistics. H and W must be multiples of the stride; pad (reflect) and crop back otherwise. "
+    "A 2.5D model (context_slices c > 0 in the model metadata) takes 3 (2c + 1) channels: the three channels "
+    "of slices z - c ... z + c in that order, each normalised with the volume's statistics; at either end of "
+    "the volume the end slice stands in for the missing neighbours."
 )
 
 

@@ -19,17 +19,30 @@ from torch import nn
 
 @dataclass(frozen=True)
 class UNetConfig:
-    """Architecture of the U-Net; stored in every weights file so it describes itself."""
+    """Architecture of the U-Net; stored in every weights file so it describes itself.
+
+    context_slices: neighbouring slices on each side given as extra channels (2.5D input). With
+    ``c`` of them the input holds ``2c + 1`` slices of 3 channels each, ordered from inferior to
+    superior, so ``in_channels`` must be ``3 * (2c + 1)``; 0 is the plain 2D input.
+    """
 
     in_channels: int = 3
     out_channels: int = 1
     base_width: int = 16
     depth: int = 4
     dropout: float = 0.0
+    context_slices: int = 0
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.out_channels < 1:
             raise ValueError("in_channels and out_channels must be >= 1")
+        if not 0 <= self.context_slices <= 2:
+            raise ValueError(f"context_slices must be 0, 1 or 2, got {self.context_slices}")
+        if self.context_slices and self.in_channels != 3 * (2 * self.context_slices + 1):
+            raise ValueError(
+                f"context_slices {self.context_slices} needs in_channels {3 * (2 * self.context_slices + 1)} "
+                f"(3 channels x {2 * self.context_slices + 1} slices), got {self.in_channels}"
+            )
         if self.base_width < 1:
             raise ValueError(f"base_width must be >= 1, got {self.base_width}")
         if not 1 <= self.depth <= 6:

@@ -41,8 +41,9 @@ def augment(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment and normalise a batch.
 
-    images: ``(B, 3, H, W)`` float raw intensities. masks: ``(B, 1, H, W)`` float {0, 1}.
-    stats: ``(B, 4, 3)``. Returns normalised images and masks of the same shapes.
+    images: ``(B, C, H, W)`` float raw intensities, C = 3 or 3 x slices (2.5D). masks:
+    ``(B, 1, H, W)`` float {0, 1}. stats: ``(B, 4, C)``. Returns normalised images and masks of the
+    same shapes.
     """
     b = images.shape[0]
 
@@ -55,15 +56,19 @@ def augment(
     scale = uniform(*cfg.scale)
     shift = torch.stack([uniform(-cfg.translate, cfg.translate), uniform(-cfg.translate, cfg.translate)], 1) * 2
     use_intensity = torch.rand(b, generator=generator) < cfg.intensity_prob
-    gain = 1 + cfg.gain_std * torch.randn(b, images.shape[1], generator=generator)
-    bias = cfg.bias_std * torch.randn(b, images.shape[1], generator=generator)
+    # Intensity draws are per modality; a 2.5D input (C = 3 x slices) repeats them for every slice,
+    # since neighbouring slices of one scan share its contrast.
+    m = 3 if images.shape[1] % 3 == 0 else images.shape[1]
+    tile = images.shape[1] // m
+    gain = 1 + cfg.gain_std * torch.randn(b, m, generator=generator).repeat(1, tile)
+    bias = cfg.bias_std * torch.randn(b, m, generator=generator).repeat(1, tile)
     noise_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-    use_gamma = torch.rand(b, images.shape[1], generator=generator) < cfg.gamma_prob
+    use_gamma = (torch.rand(b, m, generator=generator) < cfg.gamma_prob).repeat(1, tile)
     log_gamma = torch.stack(
-        [uniform(math.log(cfg.gamma_range[0]), math.log(cfg.gamma_range[1])) for _ in range(images.shape[1])], 1
-    )
+        [uniform(math.log(cfg.gamma_range[0]), math.log(cfg.gamma_range[1])) for _ in range(m)], 1
+    ).repeat(1, tile)
     use_field = torch.rand(b, generator=generator) < cfg.bias_field_prob
-    field_coeffs = cfg.bias_field_std * torch.randn(b, images.shape[1], 5, generator=generator)
+    field_coeffs = cfg.bias_field_std * torch.randn(b, m, 5, generator=generator).repeat(1, tile, 1)
     flair_only = torch.rand(b, generator=generator) < cfg.flair_only_prob if cfg.flair_only_prob > 0 else None
 
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
@@ -91,8 +96,10 @@ def augment(
     if cfg.noise_std > 0:
         noise_gen = torch.Generator().manual_seed(noise_seed)
         out = out + cfg.noise_std * torch.randn(out.shape, generator=noise_gen)
-    if flair_only is not None and images.shape[1] == 3:  # modality dropout: the FLAIR-only input of predict
-        out = torch.where(flair_only[:, None, None, None], out[:, 1:2].expand_as(out), out)
+    if flair_only is not None and m == 3:  # modality dropout: the FLAIR-only input of predict, slice by slice
+        by_slice = out.unflatten(1, (tile, 3))  # (B, slices, 3, H, W)
+        flair = by_slice[:, :, 1:2].expand_as(by_slice)
+        out = torch.where(flair_only[:, None, None, None, None], flair, by_slice).flatten(1, 2)
     return out, masks
 
 
@@ -135,7 +142,7 @@ def tumor_biased_crop(
     images: ``(B, C, H, W)``; masks: ``(B, 1, H, W)``. A tumor slice's patch is centred on one of
     its tumor pixels, chosen at random, moved by up to a quarter of ``size``; other slices get a
     patch at a uniformly random place, or, with probability ``bright_prob``, a hard negative: a
-    patch centred the same way on one of the slice's brightest FLAIR pixels (channel 1, top
+    patch centred the same way on one of the brightest FLAIR pixels of its centre slice (top
     :data:`BRIGHT_QUANTILE`), where tumor-free tissue is taken for tumor. Returns
     ``(B, C, size, size)`` and ``(B, 1, size, size)``.
     """
@@ -146,7 +153,7 @@ def tumor_biased_crop(
     for i in range(b):
         where = torch.nonzero(masks[i, 0] > 0.5)
         if not len(where) and bright_prob > 0 and float(torch.rand(1, generator=generator)) < bright_prob:
-            flair = images[i, min(1, images.shape[1] - 1)].flatten()
+            flair = images[i, images.shape[1] // 2].flatten()  # FLAIR of the centre slice (channel 1 of 3)
             brightest = torch.topk(flair, max(1, int(round((1 - BRIGHT_QUANTILE) * flair.numel())))).indices
             where = torch.stack([brightest // w, brightest % w], 1)
         if len(where):

@@ -34,6 +34,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.02
     bce_weight: float = 1.0
+    dice_per_image: bool = False  # Dice term averaged over tumor images instead of pooled (small tumors weigh more)
     patience: int = 0
     device: str = "auto"
     bf16: str = "auto"

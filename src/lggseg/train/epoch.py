@@ -12,7 +12,7 @@ import torch
 from lggseg.data.dataset import Volume
 from lggseg.evaluation import metrics
 from lggseg.infer import runtime
-from lggseg.infer.preprocess import normalize, volume_stats
+from lggseg.infer.preprocess import context_stack, normalize, tile_stats, volume_stats
 from lggseg.model.unet import UNet
 from lggseg.train import distributed
 from lggseg.train.augment import augment, tumor_biased_crop
@@ -37,7 +37,7 @@ def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 class StepInfo:
     """What a ``step_callback`` sees on each rank after the backward pass, before the optimizer step.
 
-    indices: ``(b,)`` slice-bank indices of this rank's samples; x: ``(b, 3, 256, 256)`` network
+    indices: ``(b,)`` slice-bank indices of this rank's samples; x: ``(b, C, 256, 256)`` network
     input; y: ``(b, 1, 256, 256)`` target; loss: this rank's scalar loss; model: the U-Net (not the
     DDP wrapper), whose ``.grad`` already holds the gradient averaged over all ranks.
     """
@@ -100,16 +100,16 @@ def train_one_epoch(ctx: EpochContext, epoch: int) -> dict[str, float]:
             for group in ctx.optimizer.param_groups:
                 group["lr"] = lr
             idx = mine[step * ctx.local_batch : (step + 1) * ctx.local_batch]
-            raw = ctx.bank.images[idx].permute(0, 3, 1, 2).float()
+            raw, stats = ctx.bank.inputs(idx, cfg.model.context_slices)
             target = ctx.bank.masks[idx][:, None].float()
-            x, y = augment(raw, target, ctx.bank.stats[idx], cfg.augment, augment_generator)
+            x, y = augment(raw, target, stats, cfg.augment, augment_generator)
             if cfg.crop_size:
                 x, y = tumor_biased_crop(x, y, cfg.crop_size, augment_generator, cfg.hard_negative_prob)
             x = x.to(ctx.device).contiguous(memory_format=torch.channels_last)
             y = y.to(ctx.device)
             with runtime.autocast(ctx.device, ctx.bf16):
                 logits = ctx.model(x)
-            loss = dice_bce_loss(logits, y, cfg.bce_weight)
+            loss = dice_bce_loss(logits, y, cfg.bce_weight, cfg.dice_per_image)
             ctx.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # DDP averages the gradients over the ranks here
             if ctx.step_callback is not None:
@@ -146,15 +146,17 @@ def _progress_bar(show: bool) -> Any:
 def validate(
     model: UNet, volumes: list[Volume], device: torch.device, bf16: bool, bce_weight: float, batch_size: int = 16
 ) -> dict[str, float]:
-    """Per-patient 3D Dice/IoU at threshold 0.5 (no post-processing), and the mean loss."""
+    """Per-patient 3D Dice/IoU at threshold 0.5 (no post-processing), and the mean loss (the
+    batch-pooled Dice + BCE, whatever the training loss, so runs compare)."""
     model.eval()
+    context = model.config.context_slices
     dices, ious, losses = [], [], []
     for volume in volumes:
-        stats = torch.from_numpy(volume_stats(volume.images))
+        stats = tile_stats(torch.from_numpy(volume_stats(volume.images)), context)
         truth = volume.require_masks()
         pred = np.empty(truth.shape, bool)
         for start in range(0, len(volume.images), batch_size):
-            raw = torch.from_numpy(volume.images[start : start + batch_size]).permute(0, 3, 1, 2).float()
+            raw = context_stack(volume.images, start, start + batch_size, context)
             target = torch.from_numpy(truth[start : start + batch_size])[:, None].float()
             x = normalize(raw, stats).to(device).contiguous(memory_format=torch.channels_last)
             with runtime.autocast(device, bf16):

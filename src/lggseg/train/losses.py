@@ -18,7 +18,26 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1
     return 1 - (2 * intersection + smooth) / (prob.sum() + target.sum() + smooth)
 
 
-def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: float = 1.0) -> torch.Tensor:
-    """Soft Dice loss + ``bce_weight`` x binary cross-entropy. Shapes ``(B, 1, H, W)``."""
+def per_image_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice averaged over the images that hold tumor, so a small tumor's slice weighs as
+    much as a large one's (pooled Dice is dominated by the large ones).
+
+    logits, target: ``(B, 1, H, W)``. A batch without tumor falls back to :func:`soft_dice_loss`.
+    """
+    has_tumor = target.flatten(1).amax(1) > 0
+    if not bool(has_tumor.any()):
+        return soft_dice_loss(logits, target, smooth)
+    prob = torch.sigmoid(logits.float()[has_tumor]).flatten(1)
+    truth = target.float()[has_tumor].flatten(1)
+    dice = (2 * (prob * truth).sum(1) + smooth) / (prob.sum(1) + truth.sum(1) + smooth)
+    return 1 - dice.mean()
+
+
+def dice_bce_loss(
+    logits: torch.Tensor, target: torch.Tensor, bce_weight: float = 1.0, per_image: bool = False
+) -> torch.Tensor:
+    """Soft Dice loss (pooled over the batch, or per tumor image with ``per_image``) + ``bce_weight``
+    x binary cross-entropy. Shapes ``(B, 1, H, W)``."""
     bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
-    return soft_dice_loss(logits, target) + bce_weight * bce
+    dice = per_image_dice_loss(logits, target) if per_image else soft_dice_loss(logits, target)
+    return dice + bce_weight * bce

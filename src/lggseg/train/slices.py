@@ -11,7 +11,7 @@ import torch
 from lggseg.data.dataset import Volume, index_dataset, load_volume
 from lggseg.data.splits import FoldSplit, split_for_fold
 from lggseg.errors import LggsegError
-from lggseg.infer.preprocess import volume_stats
+from lggseg.infer.preprocess import tile_stats, volume_stats
 from lggseg.io.progress import track
 from lggseg.train.config import TrainConfig
 
@@ -27,7 +27,8 @@ class SliceBank:
     float32 (the per-volume normalisation stats of each slice's patient); tumor: indices of
     slices with a non-empty mask; vertex: indices of tumor-free slices in the top
     :data:`VERTEX_SHARE` of their volume (slices run inferior to superior), where bright cortex
-    and skull rim are most often taken for tumor.
+    and skull rim are most often taken for tumor; first, last: ``(N,)`` bank indices of the first
+    and last slice of each slice's volume (the bounds of a 2.5D neighbourhood).
     """
 
     images: torch.Tensor
@@ -35,6 +36,8 @@ class SliceBank:
     stats: torch.Tensor
     tumor: torch.Tensor
     vertex: torch.Tensor
+    first: torch.Tensor
+    last: torch.Tensor
 
     @classmethod
     def from_volumes(cls, volumes: list[Volume]) -> SliceBank:
@@ -43,16 +46,35 @@ class SliceBank:
         stats = np.concatenate([np.repeat(volume_stats(v.images)[None], len(v.images), 0) for v in volumes])
         has_tumor = masks.reshape(len(masks), -1).any(1)
         top = np.concatenate([np.arange(len(v.images)) >= (1 - VERTEX_SHARE) * len(v.images) for v in volumes])
+        ends = np.cumsum([len(v.images) for v in volumes])
+        starts = ends - [len(v.images) for v in volumes]
+        sizes = [len(v.images) for v in volumes]
         return cls(
             torch.from_numpy(images),
             torch.from_numpy(masks),
             torch.from_numpy(stats),
             torch.from_numpy(np.flatnonzero(has_tumor)),
             torch.from_numpy(np.flatnonzero(top & ~has_tumor)),
+            torch.from_numpy(np.repeat(starts, sizes)),
+            torch.from_numpy(np.repeat(ends - 1, sizes)),
         )
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def inputs(self, idx: torch.Tensor, context: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw network input and normalisation stats of the slices ``idx`` (``(b,)``).
+
+        Returns ``(b, 3 (2c + 1), 256, 256)`` float32 (neighbours clamped to each slice's own
+        volume, as :func:`lggseg.infer.preprocess.context_stack` does at inference) and
+        ``(b, 4, 3 (2c + 1))`` stats.
+        """
+        if context == 0:
+            return self.images[idx].permute(0, 3, 1, 2).float(), self.stats[idx]
+        offsets = torch.arange(-context, context + 1)
+        near = torch.minimum(torch.maximum(idx[:, None] + offsets, self.first[idx, None]), self.last[idx, None])
+        raw = torch.cat([self.images[near[:, k]] for k in range(near.shape[1])], dim=-1)
+        return raw.permute(0, 3, 1, 2).float(), tile_stats(self.stats[idx], context)
 
 
 def draw_epoch(
