@@ -1,44 +1,51 @@
 """The ablation table of issue 10 from the variant folders of ``scripts/ablation.sh``.
 
-    python scripts/ablation_table.py ABL
+    python scripts/ablation_table.py ABL [--speed]
 
-Per variant: mean / median / min per-patient Dice and the false-positive rate on tumor-free slices
-over the two folds' test patients (the merged ``metrics.json``), training minutes per fold (the
-epoch times in each fold's ``log.csv``), and ms/slice at batch 1 of the fold-0 network, timed here
-side by side (each variant in turn, in this one process, through the default backend).
+One row per variant and test fold, plus the merged row over both folds once it exists: mean /
+median / min per-patient Dice and the false-positive rate on tumor-free slices (each fold's
+``test/metrics.json``), and the training minutes of that fold (the epoch times in its
+``run/log.csv``; wall time, so a fold that shared the cores reads slower). ``--speed`` adds ms/slice
+at batch 1, timed here side by side for every variant's architecture (random weights of the
+variant's ``model`` config through the default backend: speed depends on the architecture, not the
+weights). Time only on otherwise idle cores.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import statistics
-import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 
-def train_minutes(variant: Path) -> list[float]:
-    """Minutes of training per finished fold (sum of its epochs' seconds; wall time, so a fold that
-    shared the cores with other jobs reads slower)."""
-    minutes = []
-    for log in sorted(variant.glob("fold_*/run/log.csv")):
-        if not (log.parent.parent / "test" / "metrics.json").exists():  # not finished
-            continue
-        rows = list(csv.DictReader(log.open()))
-        minutes.append(sum(float(r["seconds"]) for r in rows) / 60)
-    return minutes
+def train_minutes(run: Path) -> float:
+    """Minutes of training of one fold's run folder (sum of its epochs' seconds)."""
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    return sum(float(r["seconds"]) for r in rows) / 60
 
 
-def ms_per_slice(weights: Path, rounds: int = 30) -> float:
-    """Median ms of one network call on one 256x256 slice (default torch backend, warm)."""
+def ms_per_slice(config_yaml: Path, rounds: int = 30) -> float:
+    """Median ms of one network call on one 256x256 slice for the architecture in a run's config."""
+    import torch
+
     from lggseg.infer.segmenter import InferenceConfig, Segmenter
+    from lggseg.model.bundle import save_weights
+    from lggseg.model.unet import UNet
+    from lggseg.train.config import load_config
 
-    segmenter = Segmenter.from_weights(weights, InferenceConfig(batch_size=1))
-    channels = segmenter.bundle.config.in_channels
-    x = np.random.default_rng(0).standard_normal((1, channels, 256, 256)).astype(np.float32)
+    model_config = load_config(config_yaml).model
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        weights = Path(tmp) / "w.safetensors"
+        save_weights(weights, UNet(model_config))
+        segmenter = Segmenter.from_weights(weights, InferenceConfig(batch_size=1))
+    x = np.random.default_rng(0).standard_normal((1, model_config.in_channels, 256, 256)).astype(np.float32)
     for _ in range(3):
         segmenter.backend(x)
     times = []
@@ -49,28 +56,43 @@ def ms_per_slice(weights: Path, rounds: int = 30) -> float:
     return 1000 * statistics.median(times)
 
 
-def main(root: str) -> None:
-    print(
-        "| variant | patients | mean / median / min Dice | FP rate, tumor-free slices | train min/fold | ms/slice, b1 |"
+def dice_cells(m: dict) -> str:
+    return (
+        f"{m['n_patients']} | {m['mean_dice']:.3f} / {m['median_dice']:.3f} / {m['min_dice']:.3f} "
+        f"| {m['false_positive_rate_empty_slices']:.1%}"
     )
-    print("|---|---|---|---|---|---|")
-    for variant in sorted(p for p in Path(root).iterdir() if p.is_dir()):
-        report = variant / "metrics.json"
-        if not report.exists():
-            print(f"| {variant.name} | not merged yet | | | | |")
-            continue
-        m = json.loads(report.read_text())
-        minutes = train_minutes(variant)
-        weights = variant / "fold_0" / "run" / "best.safetensors"
-        speed = f"{ms_per_slice(weights):.1f}" if weights.exists() else "n/a"
-        print(
-            f"| {variant.name} | {m['n_patients']} "
-            f"| {m['mean_dice']:.3f} / {m['median_dice']:.3f} / {m['min_dice']:.3f} "
-            f"| {m['false_positive_rate_empty_slices']:.1%} | {statistics.fmean(minutes):.0f} | {speed} |"
-        )
+
+
+def rows(variant: Path, speed: str) -> list[str]:
+    """The table rows of one variant: each finished fold, then the merged report if any."""
+    out = []
+    folds = sorted(f for f in variant.glob("fold_*") if (f / "test" / "metrics.json").exists())
+    for fold in folds:
+        m = json.loads((fold / "test" / "metrics.json").read_text())
+        minutes = f"{train_minutes(fold / 'run'):.0f}" if (fold / "run" / "log.csv").exists() else "n/a"
+        out.append(f"| {variant.name} | {fold.name.replace('_', ' ')} | {dice_cells(m)} | {minutes} | {speed} |")
+    if (variant / "metrics.json").exists():
+        m = json.loads((variant / "metrics.json").read_text())
+        out.append(f"| {variant.name} | **folds 0+1** | {dice_cells(m)} | | {speed} |")
+    return out or [f"| {variant.name} | no fold finished | | | | | |"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", type=Path, help="the ablation folder (ABL of scripts/ablation.sh)")
+    parser.add_argument("--speed", action="store_true", help="add ms/slice at batch 1 (idle cores only)")
+    args = parser.parse_args()
+    print(
+        "| variant | test patients of | n | mean / median / min Dice | FP rate, tumor-free slices "
+        "| train min | ms/slice, b1 |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for variant in sorted(p for p in args.root.iterdir() if p.is_dir()):
+        config = next(iter(sorted(variant.glob("fold_*/run/config.yaml"))), None)
+        speed = f"{ms_per_slice(config):.1f}" if args.speed and config is not None else ""
+        for row in rows(variant, speed):
+            print(row)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python scripts/ablation_table.py ABL")
-    main(sys.argv[1])
+    main()

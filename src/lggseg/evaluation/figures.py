@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lggseg.evaluation.cohort import institution
 from lggseg.evaluation.render import overlay
 from lggseg.io.atomic import atomic_path
 
@@ -163,8 +164,6 @@ def patient_summary(
 
 def dice_by_group(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
     """Per-patient Dice as dots, grouped by fold (left) and by institution (right), with group medians."""
-    from lggseg.evaluation.cohort import institution
-
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [1, 1.6]})
     for ax, key, title in (

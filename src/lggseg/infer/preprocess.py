@@ -57,8 +57,9 @@ def context_indices(slices: np.ndarray, depth: int, context: int) -> np.ndarray:
 def context_stack(images: np.ndarray, start: int, stop: int, context: int) -> torch.Tensor:
     """Network input of slices ``start:stop`` of a volume, raw intensities.
 
-    images: ``(Z, H, W, 3)`` uint8. Returns ``(stop - start, 3 (2c + 1), H, W)`` float32: the
-    channels of slice ``z - c`` first, then up to ``z + c`` (c = 0: the slices themselves).
+    images: ``(Z, H, W, 3)`` uint8. Returns ``(n, 3 (2c + 1), H, W)`` float32, n = the slices of
+    ``start:stop`` that exist: the channels of slice ``z - c`` first, then up to ``z + c`` (c = 0:
+    the slices themselves).
     """
     stop = min(stop, images.shape[0])
     if context == 0:

@@ -46,16 +46,15 @@ class SliceBank:
         stats = np.concatenate([np.repeat(volume_stats(v.images)[None], len(v.images), 0) for v in volumes])
         has_tumor = masks.reshape(len(masks), -1).any(1)
         top = np.concatenate([np.arange(len(v.images)) >= (1 - VERTEX_SHARE) * len(v.images) for v in volumes])
-        ends = np.cumsum([len(v.images) for v in volumes])
-        starts = ends - [len(v.images) for v in volumes]
-        sizes = [len(v.images) for v in volumes]
+        sizes = np.array([len(v.images) for v in volumes])
+        ends = np.cumsum(sizes)
         return cls(
             torch.from_numpy(images),
             torch.from_numpy(masks),
             torch.from_numpy(stats),
             torch.from_numpy(np.flatnonzero(has_tumor)),
             torch.from_numpy(np.flatnonzero(top & ~has_tumor)),
-            torch.from_numpy(np.repeat(starts, sizes)),
+            torch.from_numpy(np.repeat(ends - sizes, sizes)),
             torch.from_numpy(np.repeat(ends - 1, sizes)),
         )
 
