@@ -165,3 +165,17 @@ def test_an_ensemble_is_refused_not_exported_as_its_first_member(tmp_path: Path)
     ensemble = dataclasses.replace(shipped, info={"ensemble": [{"sha256": "a"}, {"sha256": "b"}]}, path=tmp_path)
     with pytest.raises(LggsegError, match="ensemble of 2 models"):
         build_onnx(ensemble)
+
+
+def test_a_25d_model_runs_the_same_under_onnx_runtime(tmp_path: Path, sample_dir: Path) -> None:
+    """A 9-channel (2.5D) model: the predict path gives the same probabilities on both runtimes."""
+    from lggseg.infer.segmenter import InferenceConfig, Segmenter
+
+    torch.manual_seed(0)
+    weights = tmp_path / "w25d.safetensors"
+    save_weights(weights, UNet(UNetConfig(in_channels=9, base_width=4, depth=2, context_slices=1)))
+    volume = load_volume(index_dataset(sample_dir).patients[0])
+    torch_prob = Segmenter.from_weights(weights, InferenceConfig(bf16="off")).probabilities(volume.images[:5])
+    onnx_prob = Segmenter.from_weights(weights, InferenceConfig(runtime="onnx")).probabilities(volume.images[:5])
+    assert np.abs(torch_prob - onnx_prob).max() < 1e-4
+    assert load_weights(weights).config.context_slices == 1
