@@ -116,7 +116,7 @@ def main() -> None:
         "| vs baseline: mean paired Dice difference (95% CI) | train min | ms/slice, b1 |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for variant in sorted(p for p in args.root.iterdir() if p.is_dir()):
+    for variant in sorted(p for p in args.root.iterdir() if any(p.glob("fold_*"))):  # variant folders only
         config = next(iter(sorted(variant.glob("fold_*/run/config.yaml"))), None)
         speed = f"{ms_per_slice(config):.1f}" if args.speed and config is not None else ""
         for row in rows(variant, speed):
