@@ -31,3 +31,19 @@ def test_components_connect_across_slices():
     mask = np.zeros((3, 5, 5), bool)
     mask[0, 2, 2] = mask[1, 2, 3] = mask[2, 3, 4] = True  # diagonal chain, 26-connected
     assert clean_components(mask, PostProcess(min_component=3)).sum() == 3
+
+
+def test_size_rule_never_empties_a_volume_the_network_was_sure_about():
+    """A small tumor predicted in fragments, each under min_component, survives if confident."""
+    prob = np.zeros((10, 40, 40), np.float32)
+    prob[1:4, 2:12, 2:12] = 0.99  # three fragments of 300 voxels, confident
+    prob[5:8, 2:12, 20:30] = 0.97
+    prob[1:4, 25:35, 25:35] = 0.7  # a faint one
+    post = PostProcess(0.5, min_component=500)
+    mask = apply(prob, post)
+    assert mask.sum() == 600 and mask[2, 5, 5] and mask[6, 5, 25] and not mask[2, 30, 30]
+    faint_only = np.where(prob > 0.9, 0.0, prob).astype(np.float32)
+    assert not apply(faint_only, post).any()  # nothing confident: the rule stands
+    prob[0:10, 15:25, 0:10] = 0.8  # a large component survives the rule: no guard needed
+    mask = apply(prob, post)
+    assert mask.sum() == 1000 and not mask[2, 5, 5]
