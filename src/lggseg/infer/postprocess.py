@@ -45,16 +45,19 @@ def clean_components(mask: np.ndarray, post: PostProcess, prob: np.ndarray | Non
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     sizes[0] = 0
     keep = sizes >= max(post.min_component, 1)
-    if post.min_peak > 0 and prob is None:
-        raise ValueError("min_peak needs the probability volume")
-    peaks = None if prob is None else np.asarray(ndimage.maximum(prob, labels, index=np.arange(n + 1)))
-    if post.min_peak > 0 and peaks is not None:
+    peaks = None  # per-component peak probability, computed only when a rule or the guard needs it
+    if post.min_peak > 0:
+        if prob is None:
+            raise ValueError("min_peak needs the probability volume")
+        peaks = np.asarray(ndimage.maximum(prob, labels, index=np.arange(n + 1)))
         keep &= peaks >= post.min_peak
     if post.keep_largest:
         keep = np.zeros_like(keep)
         keep[int(sizes.argmax())] = True
     keep[0] = False
-    if not keep.any() and peaks is not None:  # the rules would empty a volume: confident components stay
+    if not keep.any() and prob is not None:  # the rules would empty a volume: confident components stay
+        if peaks is None:
+            peaks = np.asarray(ndimage.maximum(prob, labels, index=np.arange(n + 1)))
         keep = peaks >= CONFIDENT
         keep[0] = False
     return keep[labels]

@@ -47,11 +47,20 @@ def normalize(images: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
     return (torch.minimum(torch.maximum(images, lo), hi) - mean) / std
 
 
-def context_indices(slices: np.ndarray, depth: int, context: int) -> np.ndarray:
+def context_indices(slices: np.ndarray, depth: int | np.ndarray, context: int) -> np.ndarray:
     """Indices of each slice's neighbourhood: ``(n,)`` slice indices of a ``depth``-slice volume ->
-    ``(n, 2c + 1)``, from ``z - c`` to ``z + c``, clamped to the volume (an end slice repeats itself)."""
+    ``(n, 2c + 1)``, from ``z - c`` to ``z + c``, clamped to the volume (an end slice repeats itself).
+
+    ``depth`` is one number, or ``(n, 1)`` when the slices come from volumes of different depths.
+    """
     offsets = np.arange(-context, context + 1)
-    return np.clip(np.asarray(slices)[:, None] + offsets[None], 0, depth - 1)
+    return np.clip(np.asarray(slices)[:, None] + offsets[None], 0, np.asarray(depth) - 1)
+
+
+def stack_neighbourhood(gathered: torch.Tensor) -> torch.Tensor:
+    """``(n, 2c + 1, H, W, 3)`` slices of each neighbourhood -> ``(n, 3 (2c + 1), H, W)`` float32,
+    the channels of slice ``z - c`` first (the channel order of every 2.5D input)."""
+    return gathered.permute(0, 1, 4, 2, 3).flatten(1, 2).float()
 
 
 def context_stack(images: np.ndarray, start: int, stop: int, context: int) -> torch.Tensor:
@@ -63,11 +72,9 @@ def context_stack(images: np.ndarray, start: int, stop: int, context: int) -> to
     """
     stop = min(stop, images.shape[0])
     if context == 0:
-        chosen = np.array(images[start:stop])  # copy: the input may be read-only
-    else:
-        near = context_indices(np.arange(start, stop), images.shape[0], context)  # (n, 2c+1)
-        chosen = np.concatenate([images[near[:, k]] for k in range(near.shape[1])], axis=-1)
-    return torch.from_numpy(chosen).permute(0, 3, 1, 2).float()
+        return torch.from_numpy(np.array(images[start:stop])).permute(0, 3, 1, 2).float()  # copy: may be read-only
+    near = context_indices(np.arange(start, stop), images.shape[0], context)  # (n, 2c+1)
+    return stack_neighbourhood(torch.from_numpy(images[near]))
 
 
 def tile_stats(stats: torch.Tensor, context: int) -> torch.Tensor:

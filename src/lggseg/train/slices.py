@@ -11,7 +11,7 @@ import torch
 from lggseg.data.dataset import Volume, index_dataset, load_volume
 from lggseg.data.splits import FoldSplit, split_for_fold
 from lggseg.errors import LggsegError
-from lggseg.infer.preprocess import tile_stats, volume_stats
+from lggseg.infer.preprocess import context_indices, stack_neighbourhood, tile_stats, volume_stats
 from lggseg.io.progress import track
 from lggseg.train.config import TrainConfig
 
@@ -70,10 +70,10 @@ class SliceBank:
         """
         if context == 0:
             return self.images[idx].permute(0, 3, 1, 2).float(), self.stats[idx]
-        offsets = torch.arange(-context, context + 1)
-        near = torch.minimum(torch.maximum(idx[:, None] + offsets, self.first[idx, None]), self.last[idx, None])
-        raw = torch.cat([self.images[near[:, k]] for k in range(near.shape[1])], dim=-1)
-        return raw.permute(0, 3, 1, 2).float(), tile_stats(self.stats[idx], context)
+        first = self.first[idx].numpy()
+        depth = (self.last[idx] + 1).numpy() - first
+        near = first[:, None] + context_indices(idx.numpy() - first, depth[:, None], context)
+        return stack_neighbourhood(self.images[torch.from_numpy(near)]), tile_stats(self.stats[idx], context)
 
 
 def draw_epoch(
