@@ -40,3 +40,19 @@ def test_context_stack_puts_each_slice_between_its_clamped_neighbours():
     stats = torch.arange(12.0).reshape(4, 3)
     assert torch.equal(tile_stats(stats, 1), torch.cat([stats] * 3, dim=1))
     assert tile_stats(stats[None].expand(5, 4, 3), 2).shape == (5, 4, 15)
+
+
+def test_volume_batches_cover_the_volume_once_normalised_with_its_own_stats():
+    from lggseg.infer.preprocess import context_stack, tile_stats, volume_batches
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (7, 8, 8, 3), dtype=np.uint8)
+    stats = tile_stats(torch.from_numpy(volume_stats(images)), 1)
+    batches = list(volume_batches(images, context=1, batch_size=3))
+    assert [start for start, _ in batches] == [0, 3, 6]
+    assert [x.shape for _, x in batches] == [(3, 9, 8, 8), (3, 9, 8, 8), (1, 9, 8, 8)]
+    whole = torch.cat([x for _, x in batches])
+    assert torch.equal(whole, normalize(context_stack(images, 0, 7, 1), stats))
+    given = np.tile(np.array([[0], [255], [100], [50]], np.float32), (1, 3))
+    (_, x), *_ = volume_batches(images, context=0, batch_size=7, stats=given)
+    assert torch.equal(x, normalize(context_stack(images, 0, 7, 0), torch.from_numpy(given)))

@@ -1,4 +1,10 @@
-"""A real uvicorn server in a thread on a free loopback port, and raw-socket helpers for attacks."""
+"""A real uvicorn server in a thread on a free loopback port, raw-socket helpers for attacks, and the
+fixtures the in-process API tests share.
+
+A module that uses ``client`` defines ``make_client`` (a factory of test clients); one that uses
+``no_leftovers`` defines ``temp_root`` (the servers' temporary folder) and turns the check on for all
+its tests with ``pytestmark``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import contextlib
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -100,3 +107,16 @@ def shipped_segmenter() -> Any:
     from lggseg.infer.segmenter import Segmenter
 
     return Segmenter.from_weights(None)
+
+
+@pytest.fixture(scope="module")
+def client(make_client: Any) -> Any:
+    """A client on an app with the default limits (from the module's own ``make_client``)."""
+    return make_client()
+
+
+@pytest.fixture()
+def no_leftovers(temp_root: Path) -> Iterator[None]:
+    """Every request's temporary folder is gone once the request is answered."""
+    yield
+    assert list(temp_root.iterdir()) == []

@@ -38,7 +38,10 @@ from lggseg.serve.app import create_app, is_loopback  # noqa: E402
 from lggseg.serve.limits import ServerLimits  # noqa: E402
 from lggseg.serve.uploads import clean_label, safe_name  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.usefixtures("no_leftovers"),  # tests/serve/conftest.py
+]
 
 SEGMENT = "/api/v1/segment"
 BASE = "http://127.0.0.1:8000"
@@ -66,18 +69,6 @@ def make_client(segmenter: Segmenter, temp_root: Path) -> Any:
         return TestClient(create_app(limits=limits, segmenter=segmenter), base_url=BASE)
 
     return make
-
-
-@pytest.fixture(scope="module")
-def client(make_client: Any) -> TestClient:
-    return make_client()
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers(temp_root: Path) -> Iterator[None]:
-    """Every request's temporary folder is gone once the request is answered."""
-    yield
-    assert list(temp_root.iterdir()) == []
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,8 @@ SEGMENT = "/api/v1/segment?images=false"
 BASE = "http://127.0.0.1:8000"
 TOKEN = "s3cret-token-for-tests-0123456789"
 
+pytestmark = pytest.mark.usefixtures("no_leftovers")  # tests/serve/conftest.py
+
 
 @pytest.fixture(scope="module")
 def temp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -64,17 +66,6 @@ def make_client(shipped_segmenter: Any, temp_root: Path) -> Iterator[Any]:
     yield make
     for client in clients:
         client.__exit__(None, None, None)
-
-
-@pytest.fixture(scope="module")
-def client(make_client: Any) -> Any:
-    return make_client()
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers(temp_root: Path) -> Iterator[None]:
-    yield
-    assert list(temp_root.iterdir()) == []
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,14 @@ std``. A single slice given alone is normalised with its own stats.
 
 A 2.5D model (``context_slices`` = c > 0) sees each slice with its c neighbours on either side:
 :func:`context_stack` builds that input, and :func:`tile_stats` repeats the stats to match.
+
+:func:`volume_batches` puts it together: a volume's normalised network input, one batch at a time,
+as both inference (:class:`lggseg.infer.segmenter.Segmenter`) and validation during training see it.
 """
 
 from __future__ import annotations
+
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -80,3 +85,19 @@ def context_stack(images: np.ndarray, start: int, stop: int, context: int) -> to
 def tile_stats(stats: torch.Tensor, context: int) -> torch.Tensor:
     """``(..., 4, 3)`` stats -> ``(..., 4, 3 (2c + 1))``, one copy per slice of the neighbourhood."""
     return stats.repeat(*([1] * (stats.dim() - 1)), 2 * context + 1) if context else stats
+
+
+def volume_batches(
+    images: np.ndarray, context: int, batch_size: int, stats: np.ndarray | None = None
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """A volume's normalised network input, ``batch_size`` slices at a time.
+
+    images: ``(Z, H, W, 3)`` uint8; context: the model's ``context_slices``; stats: ``(4, 3)``
+    (default: the volume's own, :func:`volume_stats`). Yields ``(start, x)`` with ``x`` the input of
+    slices ``start:start + n``, ``(n, 3 (2c + 1), H, W)`` float32 (n = ``batch_size``, fewer at the end).
+    """
+    if stats is None:
+        stats = volume_stats(images)
+    stats_t = tile_stats(torch.from_numpy(np.asarray(stats, np.float32)), context)
+    for start in range(0, images.shape[0], batch_size):
+        yield start, normalize(context_stack(images, start, start + batch_size, context), stats_t)

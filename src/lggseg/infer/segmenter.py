@@ -31,7 +31,7 @@ from lggseg.data.dataset import GRID, fit_to_grid
 from lggseg.errors import LggsegError
 from lggseg.infer import postprocess
 from lggseg.infer.backends import Backend, TorchBackend
-from lggseg.infer.preprocess import context_stack, normalize, tile_stats, volume_stats
+from lggseg.infer.preprocess import volume_batches
 from lggseg.model.bundle import ModelBundle, load_weights
 
 RUNTIMES = ("torch", "onnx")
@@ -119,16 +119,11 @@ class Segmenter:
 
         ``stats`` (``(4, 3)``) defaults to the volume's own normalisation stats.
         """
-        if stats is None:
-            stats = volume_stats(images)
-        context = self.bundle.config.context_slices
-        stats_t = tile_stats(torch.from_numpy(np.asarray(stats, np.float32)), context)
         flip = self.bundle.tta == "flip"
         out = np.empty(images.shape[:3], np.float32)
         batch = self.config.batch_size
-        step = max(1, batch // 2 if flip else batch)
-        for start in range(0, images.shape[0], step):
-            x = normalize(context_stack(images, start, start + step, context), stats_t)
+        step = max(1, batch // 2 if flip else batch)  # slices per call: with their flips, ``batch`` images
+        for start, x in volume_batches(images, self.bundle.config.context_slices, step, stats):
             if flip:
                 x = torch.cat([x, x.flip(-1)])
             prob = self.backend(np.ascontiguousarray(x.numpy()))[:, 0]

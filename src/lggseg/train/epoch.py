@@ -12,7 +12,7 @@ import torch
 from lggseg.data.dataset import Volume
 from lggseg.evaluation import metrics
 from lggseg.infer import runtime
-from lggseg.infer.preprocess import context_stack, normalize, tile_stats, volume_stats
+from lggseg.infer.preprocess import volume_batches
 from lggseg.model.unet import UNet
 from lggseg.train import distributed
 from lggseg.train.augment import augment, tumor_biased_crop
@@ -149,16 +149,13 @@ def validate(
     """Per-patient 3D Dice/IoU at threshold 0.5 (no post-processing), and the mean loss (the
     batch-pooled Dice + BCE, whatever the training loss, so runs compare)."""
     model.eval()
-    context = model.config.context_slices
     dices, ious, losses = [], [], []
     for volume in volumes:
-        stats = tile_stats(torch.from_numpy(volume_stats(volume.images)), context)
         truth = volume.require_masks()
         pred = np.empty(truth.shape, bool)
-        for start in range(0, len(volume.images), batch_size):
-            raw = context_stack(volume.images, start, start + batch_size, context)
+        for start, x in volume_batches(volume.images, model.config.context_slices, batch_size):
             target = torch.from_numpy(truth[start : start + batch_size])[:, None].float()
-            x = normalize(raw, stats).to(device).contiguous(memory_format=torch.channels_last)
+            x = x.to(device).contiguous(memory_format=torch.channels_last)
             with runtime.autocast(device, bf16):
                 logits = model(x)
             losses.append(float(dice_bce_loss(logits, target.to(device), bce_weight)))
