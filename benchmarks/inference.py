@@ -80,6 +80,15 @@ class ReferenceBackend:
             return torch.sigmoid(self.net(torch.from_numpy(batch))).numpy()
 
 
+def network_input(images: np.ndarray, context: int) -> np.ndarray:
+    """A volume's normalised network input as the Segmenter builds it: ``(Z, H, W, 3)`` uint8 ->
+    ``(Z, 3 (2c + 1), H, W)`` float32 (a 2.5D model sees each slice with its ``context`` neighbours)."""
+    from lggseg.infer.preprocess import volume_batches
+
+    ((_, x),) = volume_batches(images, context, len(images))
+    return np.ascontiguousarray(x.numpy())
+
+
 def build_segmenter(spec: dict[str, Any]) -> Any:
     """The Segmenter of a case (see :func:`cases`)."""
     from lggseg.infer.backends import TorchBackend
@@ -130,10 +139,8 @@ def describe_backend(segmenter: Any) -> dict[str, Any]:
 
 def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     """Measure one case; returns a JSON-able dict."""
-    import torch
 
     from lggseg.data.dataset import index_dataset, load_volume
-    from lggseg.infer.preprocess import normalize, volume_stats
 
     began = time.perf_counter()
     segmenter = build_segmenter(spec)
@@ -155,8 +162,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
             "peak_rss_mb": peak_rss_mb(),
             "growth_mb": peak_rss_mb() - ready,
         }
-    x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2).float(), torch.from_numpy(volume_stats(images))).numpy()
-    x = np.ascontiguousarray(x)
+    x = network_input(images, segmenter.bundle.config.context_slices)
     result: dict[str, Any] = {
         "name": spec["name"],
         "build_seconds": build_seconds,
@@ -225,7 +231,6 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
 def quantize_int8(spec: dict[str, Any]) -> dict[str, Any]:
     """Build an int8 static-QDQ ONNX model calibrated on the given (training) patients' slices."""
     import onnx
-    import torch
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -236,7 +241,6 @@ def quantize_int8(spec: dict[str, Any]) -> dict[str, Any]:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from lggseg.data.dataset import index_dataset, load_volume
-    from lggseg.infer.preprocess import normalize, volume_stats
     from lggseg.model.bundle import load_weights
     from lggseg.model.onnx_export import build_onnx
 
@@ -245,9 +249,7 @@ def quantize_int8(spec: dict[str, Any]) -> dict[str, Any]:
     slices = []
     for folder in spec["calibration"]:
         images = load_volume(index_dataset(folder).patients[0], with_masks=False).images
-        x = normalize(
-            torch.from_numpy(images).permute(0, 3, 1, 2).float(), torch.from_numpy(volume_stats(images))
-        ).numpy()
+        x = network_input(images, bundle.config.context_slices)
         picks = np.linspace(0, len(x) - 1, spec["slices_per_patient"]).round().astype(int)  # spread along z
         slices.append(x[picks])
     calib = np.ascontiguousarray(np.concatenate(slices))
