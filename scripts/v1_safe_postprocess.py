@@ -3,7 +3,7 @@
 v1 shipped with "keep the largest 3D component", which zeroed a patient outside this data set.
 This script re-chooses v1's post-processing from ``lggseg.train.calibrate.RULES`` on v1's own
 8 validation patients and evaluates the result on the 21 fold-0 test patients, so v1 and the v2
-recipe can be compared under the same kind of post-processing (MODEL_CARD.md, "Ablations").
+recipe can be compared under the same kind of post-processing (MODEL_CARD.md, "Recipes on fold 0, and the ablations").
 
     python scripts/v1_safe_postprocess.py ../shared/data/lgg/kaggle_3m docs/v1_fold0/safe_postprocess.json
 """

@@ -99,7 +99,8 @@ def test_same_masks_as_torch_on_sample_patients(
 
 
 def test_odd_sizes_are_padded_like_the_torch_model(bundle: ModelBundle, onnx_backend: OnnxBackend) -> None:
-    x = np.random.default_rng(0).standard_normal((2, 3, 250, 241)).astype(np.float32)
+    channels = bundle.config.in_channels  # 9 for the shipped 2.5D model
+    x = np.random.default_rng(0).standard_normal((2, channels, 250, 241)).astype(np.float32)
     with torch.inference_mode():
         expected = torch.sigmoid(bundle.model(torch.from_numpy(x))).numpy()
     got = onnx_backend(x)

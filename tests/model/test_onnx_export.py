@@ -11,7 +11,7 @@ import torch
 
 from lggseg.commands.cli import main
 from lggseg.data.dataset import index_dataset, load_volume
-from lggseg.infer.preprocess import normalize, volume_stats
+from lggseg.infer.preprocess import volume_batches
 from lggseg.model.bundle import load_weights, save_weights, shipped_sha256
 from lggseg.model.unet import UNet, UNetConfig
 
@@ -35,17 +35,16 @@ def exported(shipped_onnx: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def sample_slices(sample_dir: Path) -> np.ndarray:
-    """Six real slices of a sample patient, normalised: ``(6, 3, 256, 256)`` float32."""
+    """Six real slices of a sample patient, normalised as the shipped model sees them:
+    ``(6, 3 (2c + 1), 256, 256)`` float32 (c: its context slices)."""
     volume = load_volume(index_dataset(sample_dir).patients[0])
-    x = normalize(
-        torch.from_numpy(volume.images).permute(0, 3, 1, 2).float(), torch.from_numpy(volume_stats(volume.images))
-    )
+    ((_, x),) = volume_batches(volume.images, load_weights().config.context_slices, len(volume.images))
     picks = np.linspace(0, len(x) - 1, 6).round().astype(int)
     return np.ascontiguousarray(x[picks].numpy())
 
 
 def torch_probabilities(x: np.ndarray) -> np.ndarray:
-    """The shipped model in eager fp32: ``(B, 3, H, W)`` -> ``(B, 1, H, W)`` probabilities."""
+    """The shipped model in eager fp32: ``(B, C, H, W)`` -> ``(B, 1, H, W)`` probabilities."""
     model = load_weights().model.eval()
     with torch.inference_mode():
         return torch.sigmoid(model(torch.from_numpy(x))).numpy()
@@ -75,7 +74,7 @@ def test_exported_model_describes_itself(exported: Path) -> None:
     assert props["tta"] == bundle.tta and props["stride"] == "16"
     assert "percentile" in props["preprocessing"]
     dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    assert dims == ["batch", 3, "height", "width"]
+    assert dims == ["batch", bundle.config.in_channels, "height", "width"]
     assert model.graph.output[0].name == "probability"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import warnings
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +60,12 @@ def test_sample_case_carries_its_shape_against_the_cohort(client: TestClient) ->
         assert box["n"] == len(values) == 100
         assert (box["min"], box["max"]) == (values.min(), values.max())
         assert [box["q1"], box["median"], box["q3"]] == pytest.approx(list(np.percentile(values, [25, 50, 75])))
-    # the model's mask of this patient is close to its manual one, whose row is in the cohort table
-    assert shape["bevr"]["value"] == pytest.approx(0.462, abs=0.02)
+    # the model's mask of this patient (Dice about 0.9) gives a BEVR near that of its manual mask,
+    # whose row is in the cohort table (0.462)
+    table = (resources.files("lggseg.shape") / "cohort_features.csv").read_text().splitlines()
+    manual = next(float(line.split(",")[2]) for line in table if line.startswith(case["name"] + ","))
+    assert manual == pytest.approx(0.462, abs=1e-3)
+    assert shape["bevr"]["value"] == pytest.approx(manual, abs=0.05)
 
 
 def test_one_slice_has_mf_and_asd_but_no_bevr_and_an_empty_slice_no_shape(
