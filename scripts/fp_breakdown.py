@@ -8,6 +8,7 @@ slices, near the vertex, is where bright cortex and skull rim are taken for tumo
 
     lggseg shape --data DATA --masks predicted --cv CV --out RG --save-masks   # out-of-fold masks
     python scripts/fp_breakdown.py --data DATA --masks RG/masks --out fp_breakdown.json
+    python scripts/fp_breakdown.py --data DATA --fold K --weights W --out fp.json   # one model, its test fold
 
 Prints a table and writes the per-slice rows and the totals as JSON.
 """
@@ -21,7 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lggseg.data.dataset import index_dataset
+from lggseg.data.dataset import index_dataset, load_volume
+from lggseg.data.splits import fold_of
+from lggseg.infer import postprocess
+from lggseg.infer.segmenter import Segmenter
 from lggseg.shape.sources import folder_source, truth_source
 
 TOP_FRACTION = 0.2
@@ -63,13 +67,29 @@ def kind(row: dict[str, object]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="kaggle_3m-style folder with the manual masks")
-    parser.add_argument("--masks", type=Path, required=True, help="predicted masks (lggseg shape --save-masks)")
+    parser.add_argument("--masks", type=Path, default=None, help="predicted masks (lggseg shape --save-masks)")
+    parser.add_argument("--fold", type=int, default=None, help="instead of --masks: predict this fold's test patients")
+    parser.add_argument("--weights", type=Path, default=None, help="with --fold: the model (default: the shipped one)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args()
+    if (args.masks is None) == (args.fold is None):
+        parser.error("give --masks or --fold")
     index = index_dataset(args.data)
-    truth, predicted = truth_source(index), folder_source(args.masks)
+    truth = truth_source(index)
     if truth is None:
         raise SystemExit(f"error: {args.data} has no ground-truth masks")
+    if args.masks is not None:
+        predicted = folder_source(args.masks)
+    else:
+        segmenter = Segmenter.from_weights(args.weights)
+        volumes = {p.name: p for p in index.patients if fold_of(p.name) == args.fold}
+
+        def predicted(name: str) -> np.ndarray | None:
+            if name not in volumes:
+                return None
+            images = load_volume(volumes[name], with_masks=False).images
+            return postprocess.apply(segmenter.probabilities(images), segmenter.bundle.post)
+
     rows: list[dict[str, object]] = []
     empty = 0
     for patient in index.patients:
