@@ -226,8 +226,8 @@ class _InterruptFlag:
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         self.flag = True
+        signal.signal(signal.SIGINT, self.previous)  # first, so a Ctrl-C sent once the message shows aborts
         self.log("interrupt: finishing this epoch's checkpoint, then stopping (press Ctrl-C again to abort)")
-        signal.signal(signal.SIGINT, self.previous)
 
     def restore(self) -> None:
         if self.previous is not None:
