@@ -63,10 +63,20 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start(args: list[str], log: Path, inherit_ignored_sigint: bool = False) -> subprocess.Popen:
+    """``lggseg train ARGS`` in a child process; optionally with SIGINT ignored from the start, as a
+    shell starts a background job (``lggseg train ... &``)."""
     handle = open(log, "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "lggseg", "train", *args], stdout=handle, stderr=subprocess.STDOUT, env=_env()
+        [sys.executable, "-m", "lggseg", "train", *args],
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env=_env(),
+        preexec_fn=_ignore_sigint if inherit_ignored_sigint else None,
     )
     handle.close()
     _STARTED.append(process)
@@ -251,23 +261,24 @@ def test_sigint_finishes_the_epoch_and_leaves_a_resumable_checkpoint(setup, refe
     _assert_same_final_state(run, reference())
 
 
-def test_second_sigint_aborts_at_once_and_keeps_the_last_checkpoint(setup):
+@pytest.mark.parametrize("inherit_ignored_sigint", [False, True], ids=["foreground", "background-job"])
+def test_second_sigint_aborts_at_once_and_keeps_the_last_checkpoint(setup, inherit_ignored_sigint):
     # Epochs long enough (100 steps) that the second Ctrl-C lands while the epoch still runs: with the
     # 8-step epochs of TINY an epoch can end between the two signals, and the run then stops normally.
     config = setup["root"] / "tiny_long_epochs.yaml"
     config.write_text(yaml.safe_dump({**TINY, "samples_per_epoch": 400}))
-    run = setup["root"] / "aborted"
+    run = setup["root"] / f"aborted-{inherit_ignored_sigint}"
+    log = setup["root"] / f"aborted-{inherit_ignored_sigint}.log"
     process = _start(
-        ["--data", str(setup["data"]), "--config", str(config), "--out", str(run)], setup["root"] / "aborted.log"
+        ["--data", str(setup["data"]), "--config", str(config), "--out", str(run)], log, inherit_ignored_sigint
     )
     watcher = RunWatcher(run, process)
-    log = setup["root"] / "aborted.log"
     _wait_for_output(log, f"epoch 1/{EPOCHS}: loss", watcher)
     process.send_signal(signal.SIGINT)
     _wait_for_output(log, "press Ctrl-C again to abort", watcher)  # the first one was handled
     process.send_signal(signal.SIGINT)
     code = watcher.finish()
-    output = (setup["root"] / "aborted.log").read_text()
+    output = log.read_text()
     assert code == 130, output
     assert "Traceback" not in output  # (typer turns the KeyboardInterrupt into a silent Exit(130))
     state = _assert_checkpoint_loads(run)

@@ -226,7 +226,10 @@ class _InterruptFlag:
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         self.flag = True
-        signal.signal(signal.SIGINT, self.previous)  # first, so a Ctrl-C sent once the message shows aborts
+        # The next Ctrl-C raises KeyboardInterrupt, whatever the process inherited (a job started in the
+        # background by a shell inherits SIGINT ignored); set before the message shows, so a Ctrl-C sent
+        # once it shows always aborts. restore() puts the inherited handler back when training ends.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         self.log("interrupt: finishing this epoch's checkpoint, then stopping (press Ctrl-C again to abort)")
 
     def restore(self) -> None:
