@@ -13,6 +13,7 @@ measured about 0.04 mean Dice from the seed alone on one fold of the short sched
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import sys
@@ -34,10 +35,7 @@ def pooled(reports: list[Path]) -> dict:
     """mean / median / min Dice and FP rate over the patients of several fold reports."""
     rows = []
     for report in reports:
-        per_patient = (report / "per_patient.csv").read_text().splitlines()
-        header = per_patient[0].split(",")
-        for line in per_patient[1:]:
-            row = dict(zip(header, line.split(",")))
+        for row in csv.DictReader((report / "per_patient.csv").open()):
             rows.append(
                 {
                     "dice": float(row["dice"]),

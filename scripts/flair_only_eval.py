@@ -33,7 +33,6 @@ from pathlib import Path
 from lggseg.data.dataset import flair_only_images, index_dataset, load_volume
 from lggseg.data.splits import fold_of
 from lggseg.evaluation import metrics
-from lggseg.infer import postprocess
 from lggseg.infer.segmenter import InferenceConfig, Segmenter
 from lggseg.io import atomic
 
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             "true_voxels": int(truth.sum()),
         }
         for mode in MODES:
-            mask = postprocess.apply(segmenter.probabilities(inputs[mode]), segmenter.bundle.post)
+            mask = segmenter.segment(inputs[mode])
             row[mode] = round(metrics.dice(mask, truth), 4)
         rows.append(row)
         print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)

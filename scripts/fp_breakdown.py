@@ -24,7 +24,6 @@ import numpy as np
 
 from lggseg.data.dataset import index_dataset, load_volume
 from lggseg.data.splits import fold_of
-from lggseg.infer import postprocess
 from lggseg.infer.segmenter import Segmenter
 from lggseg.shape.sources import folder_source, truth_source
 
@@ -88,7 +87,7 @@ def main() -> None:
             if name not in volumes:
                 return None
             images = load_volume(volumes[name], with_masks=False).images
-            return postprocess.apply(segmenter.probabilities(images), segmenter.bundle.post)
+            return segmenter.segment(images)
 
     rows: list[dict[str, object]] = []
     empty = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import warnings
 from importlib import resources
@@ -63,7 +64,7 @@ def test_sample_case_carries_its_shape_against_the_cohort(client: TestClient) ->
     # the model's mask of this patient (Dice about 0.9) gives a BEVR near that of its manual mask,
     # whose row is in the cohort table (0.462)
     table = (resources.files("lggseg.shape") / "cohort_features.csv").read_text().splitlines()
-    manual = next(float(line.split(",")[2]) for line in table if line.startswith(case["name"] + ","))
+    manual = next(float(row["bevr"]) for row in csv.DictReader(table) if row["patient"] == case["name"])
     assert manual == pytest.approx(0.462, abs=1e-3)
     assert shape["bevr"]["value"] == pytest.approx(manual, abs=0.05)
 
