@@ -26,11 +26,12 @@ bundle = load_weights("docs/v1_fold0/best.safetensors")
 seg = Segmenter(bundle, config=InferenceConfig())
 val = [load_volume(named[n]) for n in split["validation"]]
 probs = [seg.probabilities(v.images) for v in val]
-scores = [(r, score(probs, [v.masks for v in val], r)) for r in RULES]
-for r, s in scores:
-    print(f"{s:.4f} {r}")
-chosen, s = select_rule(scores)
-print("chosen", chosen, s)
+scores = [score(probs, [v.require_masks() for v in val], r) for r in RULES]
+for s in scores:
+    print(f"{s.mean_dice:.4f} {s.false_positive_slices} {s.rule}")
+best = select_rule(scores)
+chosen = best.rule
+print("chosen", chosen, best.mean_dice)
 rows = []
 for n in split["test"]:
     v = load_volume(named[n])
@@ -41,7 +42,7 @@ summ = metrics.summarize(rows)
 print({k: summ[k] for k in ["mean_dice", "median_dice", "min_dice", "false_positive_rate_empty_slices", "mean_hd95"]})
 print("plain 0.5:", statistics.fmean(r["plain"] for r in rows), min(r["plain"] for r in rows))
 json.dump(
-    {"chosen": chosen.to_dict(), "val_scores": [[r.to_dict(), s] for r, s in scores], "summary": summ, "rows": rows},
+    {"chosen": best.to_dict(), "val_scores": [s.to_dict() for s in scores], "summary": summ, "rows": rows},
     open(sys.argv[2] if len(sys.argv) > 2 else "v1_safe_postprocess.json", "w"),
     indent=1,
     default=str,

@@ -1,6 +1,6 @@
 import numpy as np
 
-from lggseg.infer.postprocess import PostProcess, apply, clean_components
+from lggseg.infer.postprocess import PostProcess, apply, clean_components, clear_small_slices
 
 
 def _two_blobs():
@@ -47,3 +47,26 @@ def test_size_rule_never_empties_a_volume_the_network_was_sure_about():
     prob[0:10, 15:25, 0:10] = 0.8  # a large component survives the rule: no guard needed
     mask = apply(prob, post)
     assert mask.sum() == 1000 and not mask[2, 5, 5]
+
+
+def test_min_slice_area_clears_speck_slices_and_keeps_the_tumor_slices():
+    mask = np.zeros((5, 30, 30), bool)
+    mask[1:4, 5:20, 5:20] = True  # the tumor: 225 voxels on each of slices 1-3
+    mask[0, 5:10, 5:10] = True  # a 25-voxel speck above it, touching it (one 3D component)
+    mask[4, 25:27, 25:27] = True  # a 4-voxel speck on another slice
+    out = clear_small_slices(mask, 30)
+    assert out[1:4].sum() == 3 * 225 and not out[0].any() and not out[4].any()
+    assert clear_small_slices(mask, 0) is mask
+    # the slice rule runs before the component rules: the speck touching the tumor goes too
+    assert clean_components(mask, PostProcess(min_component=100)).sum() == 3 * 225 + 25
+    assert clean_components(mask, PostProcess(min_component=100, min_slice_area=30)).sum() == 3 * 225
+
+
+def test_min_slice_area_never_empties_a_volume_the_network_was_sure_about():
+    """A tiny tumor, a speck on every slice, stays when it is confident; a faint one goes."""
+    prob = np.zeros((4, 20, 20), np.float32)
+    prob[1:3, 5:8, 5:8] = 0.99  # 9 voxels on each of two slices
+    post = PostProcess(0.5, min_slice_area=100)
+    assert apply(prob, post).sum() == 18
+    prob[1:3, 5:8, 5:8] = 0.8
+    assert not apply(prob, post).any()

@@ -143,3 +143,32 @@ def test_a_25d_run_with_per_image_dice_trains_and_predicts(sample_dir, tmp_path)
     volume = load_volume(index_dataset(sample_dir).patients[0])
     mask = Segmenter.from_weights(tmp_path / "run25d", InferenceConfig(bf16="off")).segment(volume.images)
     assert mask.shape == volume.require_masks().shape
+
+
+def test_calibrate_chooses_a_finished_runs_rule_again_on_its_validation_patients(trained_run, tmp_path, sample_dir):
+    import shutil
+
+    from lggseg.model.bundle import PostProcess, save_weights
+    from lggseg.train.calibrate import RULES
+
+    run = tmp_path / "recalibrated"
+    shutil.copytree(trained_run, run)
+    old = load_weights(run / "best.safetensors")
+    outdated = PostProcess(0.3, min_component=7)  # a rule no longer on the list
+    save_weights(run / "best.safetensors", old.model, outdated, "none", old.info)
+    (run / "calibration.json").unlink()
+    assert run_cli(["calibrate", str(run), "--data", str(sample_dir)]) == 0
+    new = load_weights(run / "best.safetensors")
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert new.post in RULES and new.post != outdated
+    assert new.post.to_dict().items() <= calibration["chosen"].items()
+    assert len(calibration["grid"]) == len(RULES)
+    assert calibration["validation_patients"] == json.loads((run / "split.json").read_text())["validation"]
+    for name, tensor in old.model.state_dict().items():  # the network is untouched
+        assert new.model.state_dict()[name].equal(tensor)
+
+
+def test_calibrate_refuses_a_folder_that_is_not_a_run(tmp_path, sample_dir, capsys):
+    assert run_cli(["calibrate", str(tmp_path), "--data", str(sample_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "not a finished run folder" in err and len(err.splitlines()) == 1

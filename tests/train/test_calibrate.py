@@ -2,20 +2,27 @@ import numpy as np
 import pytest
 
 from lggseg.model.bundle import PostProcess
-from lggseg.train.calibrate import RULES, TIE, score, select_rule
+from lggseg.train.calibrate import RULES, TIE, RuleScore, score, select_rule
+
+
+def _scores(*rows: tuple[float, int]) -> list[RuleScore]:
+    """(mean Dice, false-positive slices) for RULES[0], RULES[1], ... in order."""
+    return [RuleScore(RULES[i], dice, fp, 100) for i, (dice, fp) in enumerate(rows)]
 
 
 def test_select_rule_picks_the_best_rule():
-    scores = [(RULES[0], 0.80), (RULES[1], 0.83), (RULES[2], 0.86), (RULES[3], 0.84)]
-    assert select_rule(scores) == (RULES[2], 0.86)
+    scores = _scores((0.80, 0), (0.83, 0), (0.86, 9), (0.84, 0))
+    assert select_rule(scores) == scores[2]  # Dice first: more false positives do not outweigh it
 
 
-def test_a_tie_goes_to_the_rule_listed_first():
+def test_a_dice_tie_goes_to_fewer_false_positive_slices_then_to_the_rule_listed_first():
     within = TIE / 2
-    scores = [(RULES[0], 0.80), (RULES[1], 0.85 - within), (RULES[2], 0.85)]
-    assert select_rule(scores) == (RULES[1], 0.85 - within)
-    beyond = [(RULES[0], 0.80), (RULES[1], 0.85 - 2 * TIE), (RULES[2], 0.85)]
-    assert select_rule(beyond)[0] == RULES[2]
+    scores = _scores((0.80, 0), (0.85 - within, 3), (0.85, 3), (0.85 - within, 1), (0.85, 1))
+    assert select_rule(scores) == scores[3]  # ties on Dice and on false positives: the simpler one
+    same_fp = _scores((0.80, 0), (0.85 - within, 2), (0.85, 2))
+    assert select_rule(same_fp) == same_fp[1]
+    beyond = _scores((0.80, 0), (0.85 - 2 * TIE, 0), (0.85, 5))
+    assert select_rule(beyond) == beyond[2]
 
 
 def test_select_rule_needs_rules():
@@ -23,17 +30,22 @@ def test_select_rule_needs_rules():
         select_rule([])
 
 
-def test_rules_start_with_the_plain_threshold_and_never_keep_the_largest():
+def test_rules_start_with_the_plain_threshold_never_keep_the_largest_and_stay_few():
     assert RULES[0] == PostProcess(0.5)
     assert not any(rule.keep_largest for rule in RULES)
+    assert len(RULES) <= 10 and len(set(RULES)) == len(RULES)
 
 
-def test_score_is_the_mean_per_patient_dice_after_the_rule():
+def test_score_is_the_mean_per_patient_dice_and_the_false_positive_slices_after_the_rule():
     truth = np.zeros((4, 16, 16), bool)
     truth[1:3, 4:10, 4:10] = True
     prob = np.where(truth, 0.95, 0.0).astype(np.float32)
-    prob[0, 0, 0] = 0.6  # a one-voxel false positive
+    prob[0, 0, 0] = 0.6  # a one-voxel false positive on a tumor-free slice
     noisy = score([prob], [truth], PostProcess(0.5))
     cleaned = score([prob], [truth], PostProcess(0.5, min_component=2))
-    assert cleaned == 1.0 and noisy < 1.0
-    assert score([prob, prob], [truth, truth], PostProcess(0.5)) == pytest.approx(noisy)
+    assert cleaned.mean_dice == 1.0 and noisy.mean_dice < 1.0
+    assert (noisy.false_positive_slices, cleaned.false_positive_slices, noisy.empty_slices) == (1, 0, 2)
+    assert score([prob], [truth], PostProcess(0.5, min_slice_area=2)).false_positive_slices == 0
+    twice = score([prob, prob], [truth, truth], PostProcess(0.5))
+    assert twice.mean_dice == pytest.approx(noisy.mean_dice) and twice.false_positive_slices == 2
+    assert noisy.to_dict()["val_false_positive_rate_empty_slices"] == 0.5

@@ -160,6 +160,22 @@ def cv(
 
 
 @app.command()
+def calibrate(
+    run: Path = typer.Argument(..., help="a finished run folder (best.safetensors, split.json)"),
+    data: Path = typer.Option(..., "--data", help="kaggle_3m-style data folder holding the run's validation patients"),
+) -> None:
+    """Choose a finished run's post-processing again on its own validation patients (after the rule list changed).
+
+    The network is untouched; the chosen rule replaces the one in best.safetensors and
+    calibration.json. In a cross-validation folder, run `lggseg cv --merge-only` afterwards: it
+    re-evaluates every fold whose weights changed.
+    """
+    from lggseg.train.calibrate import recalibrate
+
+    recalibrate(run, data, log=_say)
+
+
+@app.command()
 def evaluate(
     data: Path = typer.Option(..., "--data", help="kaggle_3m-style data folder with masks"),
     out: Path = typer.Option(..., "--out", help="report folder (metrics.json, per_patient.csv, plots)"),

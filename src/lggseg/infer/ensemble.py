@@ -46,7 +46,9 @@ def consensus_post(posts: Sequence[PostProcess]) -> PostProcess:
     if not posts:
         raise ValueError("no members")
     counts = Counter(posts)
-    return min(counts, key=lambda p: (-counts[p], p.n_rules, p.threshold, p.min_component, p.min_peak))
+    return min(
+        counts, key=lambda p: (-counts[p], p.n_rules, p.threshold, p.min_component, p.min_peak, p.min_slice_area)
+    )
 
 
 class EnsembleBackend:

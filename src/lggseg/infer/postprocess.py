@@ -1,13 +1,14 @@
-"""Turning a probability volume into a mask: threshold, then 3D connected-component cleanup.
+"""Turning a probability volume into a mask: threshold, then slice and 3D connected-component cleanup.
 
-The component rules only ever remove a component for what it is on its own (too small, or never
-confidently tumor); none compares components with each other, so a confidently found tumor
-survives however large a false-positive blob elsewhere is. And a rule never empties a volume
-the network was sure about: when the rules would remove every component, the components that
-reach :data:`CONFIDENT` stay (a small tumor predicted in fragments, each under ``min_component``,
-would otherwise vanish). ``keep_largest`` is kept only so that
-weights calibrated by older versions load and predict as they were validated; calibration no
-longer offers it (it deleted whole tumors on unseen patients).
+The rules only ever remove something for what it is on its own: a slice whose predicted area is
+a speck (``min_slice_area``), a 3D component that is too small or never confidently tumor. None
+compares components with each other, so a confidently found tumor survives however large a
+false-positive blob elsewhere is. And the rules never empty a volume the network was sure about:
+when they would remove everything, the components of the thresholded mask that reach
+:data:`CONFIDENT` stay (a small tumor predicted in fragments, each under ``min_component``,
+would otherwise vanish). ``keep_largest`` is kept only so that weights calibrated by older
+versions load and predict as they were validated; calibration no longer offers it (it deleted
+whole tumors on unseen patients).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from scipy import ndimage
 
 from lggseg.model.bundle import PostProcess
 
-__all__ = ["PostProcess", "apply", "clean_components"]
+__all__ = ["PostProcess", "apply", "clean_components", "clear_small_slices"]
 
 _CONNECTIVITY = ndimage.generate_binary_structure(3, 3)  # 26-connected in 3D
 
@@ -31,33 +32,53 @@ def apply(prob: np.ndarray, post: PostProcess) -> np.ndarray:
     return clean_components(mask, post, prob)
 
 
+def clear_small_slices(mask: np.ndarray, min_area: int) -> np.ndarray:
+    """``(Z, H, W)`` bool -> a copy with every slice holding fewer than ``min_area`` voxels cleared."""
+    if min_area <= 0:
+        return mask
+    areas = mask.reshape(len(mask), -1).sum(1)
+    cleared = mask.copy()
+    cleared[(areas > 0) & (areas < min_area)] = False
+    return cleared
+
+
 def clean_components(mask: np.ndarray, post: PostProcess, prob: np.ndarray | None = None) -> np.ndarray:
-    """Remove 3D components by size and peak probability. mask, prob: ``(Z, H, W)``.
+    """Clear speck slices, then remove 3D components by size and peak probability. mask, prob: ``(Z, H, W)``.
 
     ``prob`` is needed for ``post.min_peak > 0``, and for the guard that keeps the components
     reaching :data:`CONFIDENT` when the rules would empty the volume (without ``prob``, no guard).
     """
+    if post.n_rules == 0 or not mask.any():
+        return mask
+    cleaned = _component_rules(clear_small_slices(mask, post.min_slice_area), post, prob)
+    if cleaned.any() or prob is None:
+        return cleaned
+    # the rules would empty the volume: the confident components of the thresholded mask stay
+    labels, n = ndimage.label(mask, structure=_CONNECTIVITY)
+    keep = _peaks(prob, labels, n) >= CONFIDENT
+    keep[0] = False
+    return keep[labels]
+
+
+def _peaks(prob: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Peak probability of each labelled component, ``(n + 1,)`` (index 0: background)."""
+    return np.asarray(ndimage.maximum(prob, labels, index=np.arange(n + 1)))
+
+
+def _component_rules(mask: np.ndarray, post: PostProcess, prob: np.ndarray | None) -> np.ndarray:
+    """Apply ``min_component``, ``min_peak`` and the legacy ``keep_largest`` to 3D components of ``mask``."""
     if not (post.min_component > 0 or post.min_peak > 0 or post.keep_largest) or not mask.any():
         return mask
     labels, n = ndimage.label(mask, structure=_CONNECTIVITY)
-    if n == 0:
-        return mask
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     sizes[0] = 0
     keep = sizes >= max(post.min_component, 1)
-    peaks = None  # per-component peak probability, computed only when a rule or the guard needs it
     if post.min_peak > 0:
         if prob is None:
             raise ValueError("min_peak needs the probability volume")
-        peaks = np.asarray(ndimage.maximum(prob, labels, index=np.arange(n + 1)))
-        keep &= peaks >= post.min_peak
+        keep &= _peaks(prob, labels, n) >= post.min_peak
     if post.keep_largest:
         keep = np.zeros_like(keep)
         keep[int(sizes.argmax())] = True
     keep[0] = False
-    if not keep.any() and prob is not None:  # the rules would empty a volume: confident components stay
-        if peaks is None:
-            peaks = np.asarray(ndimage.maximum(prob, labels, index=np.arange(n + 1)))
-        keep = peaks >= CONFIDENT
-        keep[0] = False
     return keep[labels]

@@ -15,9 +15,9 @@ Loading checks before it builds or allocates anything (a hostile file costs noth
 3. the metadata is validated against sane bounds (:func:`unet_config_from`,
    :meth:`PostProcess.__post_init__`, :data:`TTA_MODES`): integer widths and depth within
    :data:`MAX_BASE_WIDTH` and the U-Net's range, channels within 1..16, a finite dropout in
-   [0, 1), a finite threshold in (0, 1), a non-negative integer ``min_component``, ``min_peak``
-   in [0, 1), and at most :data:`MAX_PARAMETERS` parameters (counted on PyTorch's ``meta``
-   device, which allocates nothing);
+   [0, 1), a finite threshold in (0, 1), non-negative integers ``min_component`` and
+   ``min_slice_area``, ``min_peak`` in [0, 1), and at most :data:`MAX_PARAMETERS` parameters
+   (counted on PyTorch's ``meta`` device, which allocates nothing);
 4. every tensor's name, shape and dtype must match that architecture, from the header alone;
 5. only then are the tensors deserialised and the model built.
 """
@@ -72,6 +72,8 @@ class PostProcess:
     threshold: probability above which a voxel is tumor.
     min_component: 3D components with fewer voxels are removed (0 keeps all).
     min_peak: 3D components whose highest probability is below this are removed (0 keeps all).
+    min_slice_area: an axial slice whose predicted area is under this many pixels is cleared (0 keeps
+        all): the stray specks that make a tumor-free slice count as a false positive.
     keep_largest: legacy; keep only the largest 3D component (see :mod:`lggseg.infer.postprocess`).
     """
 
@@ -79,6 +81,7 @@ class PostProcess:
     min_component: int = 0
     keep_largest: bool = False
     min_peak: float = 0.0
+    min_slice_area: int = 0
 
     def __post_init__(self) -> None:
         if not _is_real(self.threshold) or not 0.0 < float(self.threshold) < 1.0:
@@ -89,6 +92,8 @@ class PostProcess:
             raise ValueError(f"keep_largest must be true or false, got {self.keep_largest!r}")
         if not _is_real(self.min_peak) or not 0.0 <= float(self.min_peak) < 1.0:
             raise ValueError(f"min_peak must be a number in [0, 1), got {self.min_peak!r}")
+        if not _is_int(self.min_slice_area) or not 0 <= int(self.min_slice_area) <= 2**31:
+            raise ValueError(f"min_slice_area must be an integer >= 0, got {self.min_slice_area!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,7 +101,9 @@ class PostProcess:
     @property
     def n_rules(self) -> int:
         """How many cleanup rules are switched on (the simplicity order used for ties)."""
-        return int(self.min_component > 0) + int(self.min_peak > 0) + int(self.keep_largest)
+        return (
+            int(self.min_component > 0) + int(self.min_peak > 0) + int(self.keep_largest) + int(self.min_slice_area > 0)
+        )
 
 
 @dataclass(frozen=True)

@@ -2,58 +2,94 @@
 
 After training, the best checkpoint predicts every validation patient once (no test-time
 augmentation: the default model keeps single-network speed). A short list of rules
-(:data:`RULES`, simplest first) is scored by mean per-patient Dice; the best wins, and a rule
-within :data:`TIE` of the best loses to a simpler one listed before it. The winner is written into
-``best.safetensors`` (so every predict path uses it) and into ``calibration.json``. Test
-patients are never seen here.
+(:data:`RULES`, simplest first) is scored by mean per-patient Dice and by false-positive slices
+(tumor-free slices on which the rule leaves any voxel). The best Dice wins; among rules within
+:data:`TIE` of it, the one with the fewest false-positive slices wins, and a remaining tie goes
+to the rule listed first. The winner is written into ``best.safetensors`` (so every predict path
+uses it) and into ``calibration.json``. Test patients are never seen here.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import statistics
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from lggseg.data.dataset import Volume
+from lggseg.data.dataset import Volume, flair_only_images, index_dataset, load_volume
+from lggseg.errors import LggsegError
 from lggseg.evaluation import metrics
 from lggseg.infer import postprocess
 from lggseg.infer.segmenter import Segmenter
 from lggseg.model.bundle import PostProcess, load_weights, save_weights
+from lggseg.train.config import load_config
 from lggseg.train.run_folder import RunFolder
 
 RULES: tuple[PostProcess, ...] = (
     PostProcess(0.5),
     PostProcess(0.5, min_component=100),
     PostProcess(0.5, min_component=500),
-    PostProcess(0.5, min_peak=0.9),
     PostProcess(0.5, min_component=100, min_peak=0.9),
+    PostProcess(0.5, min_component=500, min_slice_area=100),
+    PostProcess(0.5, min_component=500, min_slice_area=300),
     PostProcess(0.4),
     PostProcess(0.4, min_component=100),
-    PostProcess(0.4, min_peak=0.9),
     PostProcess(0.4, min_component=100, min_peak=0.9),
+    PostProcess(0.4, min_component=100, min_slice_area=100),
 )
-"""The candidate rules, simplest first. None compares components with each other (no
-keep-largest), so none can drop a tumor because a false-positive blob is bigger."""
+"""The candidate rules, simplest first within each threshold. None compares components with each
+other (no keep-largest), so none can drop a tumor because a false-positive blob is bigger."""
 
 TIE = 1e-3
-"""Mean Dice differences below this are ties; ties go to the rule listed first."""
+"""Mean Dice differences below this are ties, settled by false-positive slices, then by order."""
 
 
-def score(probs: list[np.ndarray], truths: list[np.ndarray], post: PostProcess) -> float:
-    """Mean per-patient Dice of one post-processing rule."""
-    return statistics.fmean(metrics.dice(postprocess.apply(p, post), t) for p, t in zip(probs, truths))
+@dataclass(frozen=True)
+class RuleScore:
+    """One rule's result on the validation patients."""
+
+    rule: PostProcess
+    mean_dice: float
+    false_positive_slices: int
+    empty_slices: int
+
+    def to_dict(self) -> dict[str, Any]:
+        rate = self.false_positive_slices / self.empty_slices if self.empty_slices else 0.0
+        return {
+            "tta": "none",
+            **self.rule.to_dict(),
+            "val_mean_dice": self.mean_dice,
+            "val_false_positive_slices": self.false_positive_slices,
+            "val_false_positive_rate_empty_slices": rate,
+        }
 
 
-def select_rule(scores: list[tuple[PostProcess, float]], tie: float = TIE) -> tuple[PostProcess, float]:
-    """The best-scoring rule; a rule within ``tie`` of the best loses to one listed earlier.
+def score(probs: list[np.ndarray], truths: list[np.ndarray], post: PostProcess) -> RuleScore:
+    """Mean per-patient Dice and false-positive slices of one rule. probs, truths: ``(Z, H, W)`` each."""
+    dices, false_positives, empty = [], 0, 0
+    for prob, truth in zip(probs, truths):
+        mask = postprocess.apply(prob, post)
+        dices.append(metrics.dice(mask, truth))
+        tumor_free = ~truth.reshape(len(truth), -1).any(1)
+        empty += int(tumor_free.sum())
+        false_positives += int((mask.reshape(len(mask), -1).any(1) & tumor_free).sum())
+    return RuleScore(post, statistics.fmean(dices), false_positives, empty)
 
-    ``scores`` is ``(rule, mean Dice)`` in the order of simplicity (simplest first).
+
+def select_rule(scores: list[RuleScore], tie: float = TIE) -> RuleScore:
+    """The best mean Dice; within ``tie`` of it, fewest false-positive slices, then the rule listed first.
+
+    ``scores`` is in the order of simplicity (simplest first).
     """
     if not scores:
         raise ValueError("no rules to choose from")
-    best = max(s for _, s in scores)
-    return next((rule, s) for rule, s in scores if s >= best - tie)
+    best = max(s.mean_dice for s in scores)
+    contenders = [s for s in scores if s.mean_dice >= best - tie]
+    return min(contenders, key=lambda s: s.false_positive_slices)  # min keeps the first of equals
 
 
 def calibrate_run(run: RunFolder, val_volumes: list[Volume], log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -66,21 +102,49 @@ def calibrate_run(run: RunFolder, val_volumes: list[Volume], log: Callable[[str]
     segmenter = Segmenter(bundle)
     truths = [v.require_masks() for v in val_volumes]
     probs = [segmenter.probabilities(v.images) for v in val_volumes]
-    scores = [(rule, score(probs, truths, rule)) for rule in RULES]
-    baseline = scores[0][1]
-    chosen, chosen_score = select_rule(scores)
+    scores = [score(probs, truths, rule) for rule in RULES]
+    baseline = scores[0]
+    chosen = select_rule(scores)
     log(
-        f"calibration on {len(val_volumes)} validation patients: plain 0.5 threshold {baseline:.4f} -> "
-        f"{chosen_score:.4f} with {chosen}"
+        f"calibration on {len(val_volumes)} validation patients: plain 0.5 threshold {baseline.mean_dice:.4f} "
+        f"({baseline.false_positive_slices} false-positive slices) -> {chosen.mean_dice:.4f} "
+        f"({chosen.false_positive_slices}) with {chosen.rule}"
     )
-    info = dict(bundle.info, calibration={"val_mean_dice": chosen_score, "val_mean_dice_plain": baseline})
-    save_weights(run.best, bundle.model, chosen, "none", info)
+    calibration = {"val_mean_dice": chosen.mean_dice, "val_mean_dice_plain": baseline.mean_dice}
+    info = dict(bundle.info, calibration=calibration)
+    save_weights(run.best, bundle.model, chosen.rule, "none", info)
     report = {
         "validation_patients": [v.name for v in val_volumes],
-        "chosen": {"tta": "none", **chosen.to_dict(), "val_mean_dice": chosen_score},
-        "plain_threshold_0.5_val_mean_dice": baseline,
+        "chosen": chosen.to_dict(),
+        "plain_threshold_0.5_val_mean_dice": baseline.mean_dice,
         "tie": TIE,
-        "grid": [{"tta": "none", **rule.to_dict(), "val_mean_dice": s} for rule, s in scores],
+        "selection": "best mean Dice; within the tie, fewest false-positive slices; then the rule listed first",
+        "grid": [s.to_dict() for s in scores],
     }
     run.write_calibration(report)
     return report
+
+
+def recalibrate(run_path: str | Path, data: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Choose a finished run's post-processing again, on its own validation patients (``split.json``).
+
+    For runs calibrated before the rule list changed: the network is untouched, only the rule
+    stored in ``best.safetensors`` (and ``calibration.json``) is chosen anew from :data:`RULES`.
+    """
+    run = RunFolder(run_path)
+    split_file = run / RunFolder.SPLIT
+    needed = (run.best, split_file, run / RunFolder.CONFIG)
+    if not all(path.exists() for path in needed):
+        names = ", ".join(path.name for path in needed)
+        raise LggsegError(f"{run.path}: not a finished run folder (needs {names})")
+    validation = json.loads(split_file.read_text()).get("validation", [])
+    if not validation:
+        raise LggsegError(f"{split_file}: lists no validation patients to calibrate on")
+    named = index_dataset(data).by_name()
+    missing = [name for name in validation if name not in named]
+    if missing:
+        raise LggsegError(f"{data}: lacks validation patient(s) {', '.join(missing)} of {run.path}")
+    volumes = [load_volume(named[name]) for name in validation]
+    if load_config(run / RunFolder.CONFIG).augment.flair_only_prob >= 1.0:  # as predict feeds a FLAIR-only model
+        volumes = [dataclasses.replace(v, images=flair_only_images(v.images[..., 1])) for v in volumes]
+    return calibrate_run(run, volumes, log)
