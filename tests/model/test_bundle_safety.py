@@ -316,3 +316,15 @@ def test_saved_weights_are_readable_by_others_and_leave_no_temp_file(tmp_path):
         os.umask(old_umask)
     assert path.stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+def test_a_header_length_whose_low_byte_is_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """0x80 opens a pickle (PROTO) only with a protocol byte 2-5 after it; a safetensors file whose
+    header length is 0x1580 starts with 0x80 too, and a truncated one must be called damaged."""
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"\x80\x15\x00\x00\x00\x00\x00")
+    with pytest.raises(LggsegError, match="not a valid safetensors weights file"):
+        load_weights(path)
+    path.write_bytes(b"\x80\x04\x95" + b"\x00" * 20)
+    with pytest.raises(LggsegError, match="looks like a PyTorch/pickle checkpoint"):
+        load_weights(path)

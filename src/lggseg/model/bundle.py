@@ -197,7 +197,10 @@ def resolve_weights(path: str | Path | None) -> tuple[Path, str | None]:
 def _parse_header(data: bytes, path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """``({tensor: {dtype, shape, data_offsets}}, metadata)`` from a safetensors file's bytes, checked."""
     bad = f"{path}: not a valid safetensors weights file"
-    pickle_like = data.startswith(b"PK\x03\x04") or data[:1] in (b"\x80", b"(", b"c", b"]", b"}")
+    # a zip (torch.save), a pickle PROTO opcode with protocol 2-5, or a protocol-0/1 opening byte; the
+    # first byte of a safetensors file is its header length's low byte, so "{" at offset 8 decides
+    pickle_like = data.startswith(b"PK\x03\x04") or data[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+    pickle_like = pickle_like or data[:1] in (b"(", b"c", b"]", b"}")
     if pickle_like and data[8:9] != b"{":
         raise LggsegError(
             f"{path}: looks like a PyTorch/pickle checkpoint, not safetensors; lggseg never unpickles model files "
