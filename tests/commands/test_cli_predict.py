@@ -92,8 +92,10 @@ def test_a_single_slice_reports_area_dice_its_number_and_a_note(capsys, sample_p
     assert code == 0, err
     line = stdout.splitlines()[0]
     assert re.fullmatch(
-        rf"\[1/1\] {image.stem}: tumor area (\d+) pixels \(([\d.]+) mm2\), Dice ([\d.]+)  \(\d+ s\)", line
-    ), line
+        rf"\[1/1\] {image.stem}: tumor area (\d+) pixels \(([\d.]+) mm2\), Dice ([\d.]+) "
+        r"\(unknown whether this model saw the patient\)  \(\d+ s\)",
+        line,
+    ), line  # the tiny weights record neither their fold nor their patients
     area, mm2, dice = re.search(r"area (\d+) pixels \(([\d.]+) mm2\), Dice ([\d.]+)", line).groups()
     predicted = np.asarray(Image.open(out / "slices" / "masks" / f"{image.stem}_mask.png")) > 0
     truth = read_mask(folder / f"{sample_patient.name}_13_mask.tif")
@@ -103,6 +105,7 @@ def test_a_single_slice_reports_area_dice_its_number_and_a_note(capsys, sample_p
     assert "normalised with their own intensity statistics" in err
     (row,) = list(csv.DictReader((out / "summary.csv").open()))
     assert row["slice"] == "13" and row["case_dice"] == f"{metrics.dice(predicted, truth):.4f}"
+    assert row["case_dice_note"] == "unknown whether this model saw the patient"
     assert row["threshold"] == "0.45" and row["case_tumor_volume_ml"] == ""  # a slice has an area, not a volume
     record = json.loads((out / "slices" / f"{image.stem}.json").read_text())
     assert record["threshold"] == 0.45 and record["tumor"]["area_mm2"] == pytest.approx(float(mm2), abs=0.05)
@@ -134,3 +137,27 @@ def test_progress_in_a_log_file_is_one_line_per_case(tmp_path, sample_dir, tiny_
 def test_the_reporter_follows_the_terminal():
     assert type(make_reporter(terminal=False)) is LineReporter
     assert type(make_reporter(terminal=True)).__name__ == "TerminalReporter"
+
+
+def test_a_dice_of_a_training_patient_says_so(capsys, sample_patient, tmp_path):
+    """Issue 10: no Dice of a patient the weights trained on may pass for a test result."""
+    from lggseg.model.bundle import load_weights
+
+    torch.manual_seed(0)
+    weights = tmp_path / "w.safetensors"
+    save_weights(weights, UNet(UNetConfig(base_width=4, depth=2)), info={"trained_on": [sample_patient.name]})
+    out = tmp_path / "out"
+    code, stdout, err = run(["predict", str(sample_patient), "--out", str(out), "--weights", str(weights)], capsys)
+    assert code == 0, err
+    assert "Dice" in stdout and "(TRAINING patient of this model: optimistic, not a test result)" in stdout
+    record = json.loads((out / sample_patient.name / f"{sample_patient.name}.json").read_text())
+    assert record["dice_note"] == "TRAINING patient of this model: optimistic, not a test result"
+    row = next(csv.DictReader((out / "summary.csv").open()))
+    assert row["case_dice_note"] == record["dice_note"]
+    held_out = tmp_path / "held_out.safetensors"
+    bundle = load_weights(weights)
+    save_weights(held_out, bundle.model, info={"trained_on": ["TCGA_XX_0000_20000101"]})
+    code, stdout, _ = run(
+        ["predict", str(sample_patient), "--out", str(tmp_path / "o2"), "--weights", str(held_out)], capsys
+    )
+    assert code == 0 and "(held out: this model never saw the patient)" in stdout

@@ -77,6 +77,7 @@ def test_sample_button_runs_the_bundled_patient(page: Any, server_url: str, samp
     assert expected["name"] == first and n == 20
     assert int(page.get_attribute("#case-volume", "data-value")) == expected["tumor_volume_voxels"]
     assert page.text_content("#case-dice") == f"{expected['dice']:.3f}"
+    assert page.text_content("#case-dice-note") == f" ({expected['dice_note']})" and "held out" in expected["dice_note"]
     assert page.locator("#thumbs .thumb").count() == n and page.locator("#area-plot .bar").count() == n
     peak = max(range(n), key=lambda z: expected["slices"][z]["tumor_area_px"])
     assert page.input_value("#slice-slider") == str(peak + 1)  # opens on the largest tumor section

@@ -50,6 +50,7 @@ SUMMARY_FIELDS = [
     "case_tumor_volume_ml",
     "case_tumor_slices",
     "case_dice",
+    "case_dice_note",
     "threshold",
     "channels",
 ]
@@ -245,8 +246,11 @@ class SummaryWriter:
             raise error from None
 
 
-def summary_rows(case: Any, mask: np.ndarray, dice: float | None, threshold: float) -> list[dict[str, Any]]:
-    """One summary row per slice of ``case`` (mask ``(Z, H, W)`` bool)."""
+def summary_rows(
+    case: Any, mask: np.ndarray, dice: float | None, threshold: float, dice_note: str | None = None
+) -> list[dict[str, Any]]:
+    """One summary row per slice of ``case`` (mask ``(Z, H, W)`` bool); ``dice_note`` says whether
+    the model saw the patient (:func:`lggseg.infer.provenance.provenance_note`)."""
     areas = mask.reshape(len(mask), -1).sum(1)
     voxels = int(areas.sum())
     spacing = case.spacing_mm
@@ -259,6 +263,7 @@ def summary_rows(case: Any, mask: np.ndarray, dice: float | None, threshold: flo
         "case_tumor_volume_ml": "" if case.voxel_ml is None else f"{voxels * case.voxel_ml:.3f}",
         "case_tumor_slices": int((areas > 0).sum()),
         "case_dice": "" if dice is None else f"{dice:.4f}",
+        "case_dice_note": "" if dice is None else (dice_note or ""),
         "threshold": f"{threshold:g}",
         "channels": case.channels,
     }

@@ -31,6 +31,7 @@ from lggseg.data.dataset import flair_only_fill
 from lggseg.errors import LggsegError
 from lggseg.evaluation import metrics
 from lggseg.infer import postprocess
+from lggseg.infer.provenance import provenance_note
 from lggseg.infer.segmenter import InferenceConfig, Segmenter
 from lggseg.io.images import display_path
 from lggseg.model.bundle import PostProcess
@@ -85,6 +86,7 @@ class CaseSummary:
     dice: float | None
     output: Path
     seconds: float
+    dice_note: str | None = None  # whether the model saw this patient (a training patient's Dice is no test)
 
     @property
     def two_d(self) -> bool:
@@ -99,7 +101,9 @@ class CaseSummary:
             text = f"{self.name}: tumor volume {self.voxels} voxels"
             text += f" ({self.volume_ml:.2f} mL)" if self.volume_ml is not None else ""
             text += f" in {self.tumor_slices} of {self.slices} slices"
-        return text + (f", Dice {self.dice:.3f}" if self.dice is not None else "")
+        if self.dice is None:
+            return text
+        return text + f", Dice {self.dice:.3f}" + (f" ({self.dice_note})" if self.dice_note else "")
 
 
 @dataclass
@@ -228,6 +232,7 @@ def run_case(
     kept = prob if save_probabilities else None
     del prob
     dice = metrics.dice(mask, case.truth) if case.truth is not None else None
+    dice_note = provenance_note(segmenter.bundle.info, case.name) if dice is not None else None
     voxels = int(mask.sum())
     volume_ml = voxels * case.voxel_ml if case.voxel_ml is not None else None
     area_mm2 = voxels * case.spacing_mm[1] * case.spacing_mm[2] if case.spacing_mm else None
@@ -245,13 +250,14 @@ def run_case(
             "slices_with_tumor": tumor_slices,
         },
         dice=dice,
+        dice_note=dice_note,
         probabilities="float32 probabilities 0..1 on the input grid" if kept is not None else None,
     )
     if case.two_d:
         output = write_slice_case(out, case, mask, kept, record)
     else:
         output = write_volume_case(out, case, mask, kept, record)
-    rows = summary_rows(case, mask, dice, post.threshold)
+    rows = summary_rows(case, mask, dice, post.threshold, dice_note)
     summary = CaseSummary(
         case.name,
         case.job.kind,
@@ -263,6 +269,7 @@ def run_case(
         dice,
         output,
         time.perf_counter() - began,
+        dice_note,
     )
     return summary, rows
 
@@ -376,6 +383,8 @@ def predict_patient(segmenter: Segmenter, folder: Path, out: Path) -> CaseResult
     case = load_case(Job("patient", folder, name=folder.name))
     mask = postprocess.apply(segmenter.probabilities(case.images), segmenter.bundle.post)
     dice = metrics.dice(mask, case.truth) if case.truth is not None else None
-    record = case_record(case, segmenter, segmenter.bundle.post, False, tumor={"voxels": int(mask.sum())}, dice=dice)
+    note = provenance_note(segmenter.bundle.info, case.name) if dice is not None else None
+    post = segmenter.bundle.post
+    record = case_record(case, segmenter, post, False, tumor={"voxels": int(mask.sum())}, dice=dice, dice_note=note)
     output = write_volume_case(Path(out), case, mask, None, record)
     return CaseResult(case.name, mask, case.sources, dice, [output], case.images, case.truth)

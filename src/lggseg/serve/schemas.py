@@ -71,6 +71,11 @@ class CaseOut(BaseModel):
     )
     tumor_volume_ml: float | None = Field(None, description="tumor volume in millilitres, when the voxel size is known")
     dice: float | None = Field(None, description="3D Dice against the uploaded ground-truth masks, if any")
+    dice_note: str | None = Field(
+        None,
+        description="with a Dice: whether the model saw this patient in training (by the case name; a training "
+        "patient's Dice is optimistic, not a test result)",
+    )
     orientation: list[str] | None = Field(
         None,
         description="anatomical direction of increasing row and column (e.g. ['P', 'L']: rows run anterior to "

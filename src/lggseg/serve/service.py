@@ -26,6 +26,7 @@ from lggseg.data.dataset import SLICE_NAME
 from lggseg.errors import LggsegError
 from lggseg.evaluation import metrics
 from lggseg.evaluation.render import overlay, png_base64, png_bytes, probability_image
+from lggseg.infer.provenance import provenance_note
 from lggseg.infer.segmenter import Segmenter
 from lggseg.io import nifti
 from lggseg.serve.cases import Case, FileProblem, build_cases, relabel, segment_case
@@ -151,8 +152,7 @@ class Service:
                     )
         check_work(slices, cases + len(patients), self.limits, exact=False)
 
-    @staticmethod
-    def _case_out(case: Case, position: int, base: str, include_images: bool, warnings: list[str]) -> CaseOut:
+    def _case_out(self, case: Case, position: int, base: str, include_images: bool, warnings: list[str]) -> CaseOut:
         mask = case.mask
         assert mask is not None
         areas = mask.reshape(len(mask), -1).sum(1)
@@ -188,6 +188,7 @@ class Service:
             voxel_size_mm=list(case.voxel_size) if case.voxel_size else None,
             tumor_volume_ml=round(ml, 4) if ml is not None else None,
             dice=round(metrics.dice(mask, case.truth), 6) if case.truth is not None else None,
+            dice_note=provenance_note(self.segmenter.bundle.info, case.name) if case.truth is not None else None,
             orientation=list(case.orientation) if case.orientation else None,
             shape_features=shape_out(mask, case.name, warnings),
             downloads=CaseDownloads(

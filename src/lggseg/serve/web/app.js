@@ -235,8 +235,9 @@
     $("case-kind").textContent = `· ${KINDS[c.kind] || c.kind}`;
     $("case-title").textContent = n > 1 ? "Whole scan" : "Summary";
     const hasDice = c.dice != null;
-    $("dice-label").hidden = $("case-dice").hidden = !hasDice;
+    $("dice-label").hidden = $("case-dice-row").hidden = !hasDice;
     $("case-dice").textContent = hasDice ? c.dice.toFixed(3) : "";
+    $("case-dice-note").textContent = hasDice && c.dice_note ? ` (${c.dice_note})` : "";
     const hasTruth = c.slices.some((s) => s.truth_png);
     $("mode-errors").disabled = !hasTruth;
     $("truth-toggle-row").hidden = !hasTruth;
