@@ -95,3 +95,20 @@ def test_a_25d_model_sees_each_slice_with_its_neighbours(tmp_path, sample_dir):
     b = Segmenter.from_weights(tmp_path / "wide.safetensors", config).probabilities(volume.images[:6])
     assert np.abs(b[:5] - a[1:6]).max() < 1e-4  # slices 0..4 see 1..5
     assert np.abs(b[5] - a[5]).max() < 1e-4  # the last slice is its own upper neighbour
+
+
+def test_a_flair_only_model_is_shown_flair_alone_whatever_the_input_holds(tmp_path, sample_dir):
+    from lggseg.data.dataset import flair_only_images
+
+    images = load_volume(index_dataset(sample_dir).patients[0]).images[8:12]
+    flair = flair_only_images(images[..., 1])
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(base_width=4, depth=2))
+    segmenters = {}
+    for name, info in (("plain", {}), ("flair_only", {"input": "flair_only"})):
+        save_weights(tmp_path / f"{name}.safetensors", net, info=info)
+        bundle = load_weights(tmp_path / f"{name}.safetensors")
+        segmenters[name] = Segmenter(bundle, TorchBackend(bundle, bf16="off"), InferenceConfig())
+    plain, flair_model = segmenters["plain"], segmenters["flair_only"]
+    assert np.abs(plain.probabilities(images) - plain.probabilities(flair)).max() > 1e-3  # the channels matter
+    np.testing.assert_array_equal(flair_model.probabilities(images), plain.probabilities(flair))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lggseg.data.dataset import GRID, fit_to_grid
+from lggseg.data.dataset import GRID, fit_to_grid, flair_only_fill, flair_only_images
 from lggseg.errors import LggsegError
 from lggseg.infer import postprocess
 from lggseg.infer.backends import Backend, TorchBackend
@@ -105,9 +105,15 @@ class Segmenter:
         return postprocess.apply(self.probabilities(images), self.bundle.post)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """images ``(Z, H, W, 3)`` uint8 of any H, W -> ``(Z, H, W)`` float32 probabilities."""
+        """images ``(Z, H, W, 3)`` uint8 of any H, W -> ``(Z, H, W)`` float32 probabilities.
+
+        A model trained on FLAIR alone (``info["input"] == "flair_only"``) is shown FLAIR alone
+        (channel 1, filled as it was trained) whatever else the input holds.
+        """
         if images.ndim != 4 or images.shape[-1] != 3:
             raise LggsegError(f"expected images of shape (Z, H, W, 3), got {images.shape}")
+        if self.bundle.info.get("input") == "flair_only":
+            images = flair_only_images(images[..., 1], flair_only_fill(self.bundle.info))
         shape = images.shape[1:3]
         if shape == (GRID, GRID):
             return self.grid_probabilities(images)

@@ -128,9 +128,9 @@ class RunFolder:
         if best:  # before the commit point: a kill here only repeats this epoch, which rewrites it
             info = {"fold": state["config"]["fold"], "epoch": state["epoch"], "val_dice": state["last_val_dice"]}
             if state["config"].get("augment", {}).get("flair_only_prob", 0.0) >= 1.0:
-                # Trained and validated on FLAIR alone (repeated to 3 channels). A record for people,
-                # not a setting: no code reads it (predict takes its fill from ``flair_only_fill``);
-                # it travels with the weights' info to ``/healthz`` (model.info) and the ONNX metadata.
+                # Trained and validated on FLAIR alone (repeated to 3 channels): Segmenter shows such a
+                # model FLAIR alone whatever the input holds; the record also reaches ``/healthz``
+                # (model.info) and the ONNX metadata.
                 info["input"] = "flair_only"
             if (self.path / self.SPLIT).exists():  # provenance: which patients shaped these weights
                 split = json.loads((self.path / self.SPLIT).read_text())
