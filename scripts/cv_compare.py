@@ -1,6 +1,6 @@
 """Two cross-validations of the same canonical folds, fold by fold: a new recipe against an old one.
 
-    python scripts/cv_compare.py docs/cv_v3 docs/cv
+    python scripts/cv_compare.py docs/cv docs/cv_v2
 
 One row per fold that both have finished: each recipe's mean / median / min per-patient Dice and
 false-positive rate on tumor-free slices (``fold_K/test/metrics.json``), and the paired difference

@@ -15,7 +15,7 @@ from lggseg.model.bundle import load_weights
 
 pytestmark = pytest.mark.slow
 
-CARD_METRICS = Path(__file__).resolve().parents[2] / "docs" / "cv_v3" / "fold_0" / "test" / "metrics.json"
+CARD_METRICS = Path(__file__).resolve().parents[2] / "docs" / "cv" / "fold_0" / "test" / "metrics.json"
 
 
 def test_card_metrics_belong_to_the_shipped_weights():
