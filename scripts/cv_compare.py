@@ -58,11 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("new", type=Path, help="the new recipe's CV folder (fold_K/test/ per fold)")
     parser.add_argument("old", type=Path, help="the old recipe's CV folder")
+    parser.add_argument("--folds", type=int, nargs="+", default=None, help="only these folds (e.g. 2 3 4)")
     args = parser.parse_args(argv)
     folds = [
         f.name
         for f in sorted(args.new.glob("fold_*"))
-        if (f / "test" / "per_patient.csv").exists() and (args.old / f.name / "test" / "per_patient.csv").exists()
+        if (f / "test" / "per_patient.csv").exists()
+        and (args.old / f.name / "test" / "per_patient.csv").exists()
+        and (args.folds is None or int(f.name.split("_")[1]) in args.folds)
     ]
     if not folds:
         print(f"no fold finished in both {args.new} and {args.old}", file=sys.stderr)
