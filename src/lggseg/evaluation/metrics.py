@@ -50,13 +50,19 @@ def hd95(pred: np.ndarray, truth: np.ndarray) -> float | None:
     return float(max(np.percentile(to_truth, 95), np.percentile(to_pred, 95)))
 
 
+def false_positive_slices(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
+    """``(Z, H, W)`` pred, truth -> (tumor-free slices with any predicted voxel, tumor-free slices)."""
+    empty = ~truth.reshape(truth.shape[0], -1).any(1)
+    predicted = pred.reshape(pred.shape[0], -1).any(1)
+    return int((predicted & empty).sum()), int(empty.sum())
+
+
 def patient_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
     """Every per-patient number of the protocol for one ``(Z, H, W)`` prediction."""
     if pred.shape != truth.shape:
         raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
     tumor_slices = truth.reshape(truth.shape[0], -1).any(1)
-    predicted_slices = pred.reshape(pred.shape[0], -1).any(1)
-    empty = ~tumor_slices
+    false_positives, empty = false_positive_slices(pred, truth)
     volume_true, volume_pred = int(truth.sum()), int(pred.sum())
     return {
         "dice": dice(pred, truth),
@@ -68,8 +74,8 @@ def patient_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
         "dice_tumor_slices": dice(pred[tumor_slices], truth[tumor_slices]) if tumor_slices.any() else None,
         "n_slices": int(truth.shape[0]),
         "n_tumor_slices": int(tumor_slices.sum()),
-        "n_empty_slices": int(empty.sum()),
-        "n_false_positive_slices": int((predicted_slices & empty).sum()),
+        "n_empty_slices": empty,
+        "n_false_positive_slices": false_positives,
         "intersection": int(np.logical_and(pred, truth).sum()),
     }
 

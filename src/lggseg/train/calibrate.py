@@ -11,7 +11,6 @@ uses it) and into ``calibration.json``. Test patients are never seen here.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 from dataclasses import dataclass
@@ -20,13 +19,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from lggseg.data.dataset import Volume, flair_only_images, index_dataset, load_volume
+from lggseg.data.dataset import Volume, index_dataset, load_volume
 from lggseg.errors import LggsegError
 from lggseg.evaluation import metrics
 from lggseg.infer import postprocess
 from lggseg.infer.segmenter import Segmenter
 from lggseg.model.bundle import PostProcess, load_weights, save_weights
-from lggseg.train.config import load_config
 from lggseg.train.run_folder import RunFolder
 
 RULES: tuple[PostProcess, ...] = (
@@ -76,9 +74,9 @@ def score(probs: list[np.ndarray], truths: list[np.ndarray], post: PostProcess) 
     for prob, truth in zip(probs, truths):
         mask = postprocess.apply(prob, post)
         dices.append(metrics.dice(mask, truth))
-        tumor_free = ~truth.reshape(len(truth), -1).any(1)
-        empty += int(tumor_free.sum())
-        false_positives += int((mask.reshape(len(mask), -1).any(1) & tumor_free).sum())
+        fp, tumor_free = metrics.false_positive_slices(mask, truth)
+        false_positives += fp
+        empty += tumor_free
     return RuleScore(post, statistics.fmean(dices), false_positives, empty)
 
 
@@ -135,7 +133,7 @@ def recalibrate(run_path: str | Path, data: str | Path, log: Callable[[str], Non
     """
     run = RunFolder(run_path)
     split_file = run / RunFolder.SPLIT
-    needed = (run.best, split_file, run / RunFolder.CONFIG)
+    needed = (run.best, split_file)
     if not all(path.exists() for path in needed):
         names = ", ".join(path.name for path in needed)
         raise LggsegError(f"{run.path}: not a finished run folder (needs {names})")
@@ -146,7 +144,5 @@ def recalibrate(run_path: str | Path, data: str | Path, log: Callable[[str], Non
     missing = [name for name in validation if name not in named]
     if missing:
         raise LggsegError(f"{data}: lacks validation patient(s) {', '.join(missing)} of {run.path}")
-    volumes = [load_volume(named[name]) for name in validation]
-    if load_config(run / RunFolder.CONFIG).augment.flair_only_prob >= 1.0:  # as predict feeds a FLAIR-only model
-        volumes = [dataclasses.replace(v, images=flair_only_images(v.images[..., 1])) for v in volumes]
-    return calibrate_run(run, volumes, log)
+    # a FLAIR-only model (info input=flair_only) is shown FLAIR alone by the Segmenter itself
+    return calibrate_run(run, [load_volume(named[name]) for name in validation], log)
