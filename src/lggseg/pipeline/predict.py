@@ -381,7 +381,7 @@ def predict_patient(segmenter: Segmenter, folder: Path, out: Path) -> CaseResult
     """A patient folder: slices in order -> PNGs + NIfTI; Dice if masks are present (used by ``demo``)."""
     folder = Path(folder)
     case = load_case(Job("patient", folder, name=folder.name))
-    mask = postprocess.apply(segmenter.probabilities(case.images), segmenter.bundle.post)
+    mask = segmenter.segment(case.images)
     dice = metrics.dice(mask, case.truth) if case.truth is not None else None
     note = provenance_note(segmenter.bundle.info, case.name) if dice is not None else None
     post = segmenter.bundle.post
