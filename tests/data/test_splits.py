@@ -66,3 +66,17 @@ def test_no_test_fold_trains_on_every_patient():
     assert set(split.train) | set(split.validation) == set(everyone)
     with pytest.raises(LggsegError, match="--fold"):
         split_for_fold(everyone, -2, 1)
+
+
+def test_holdout_patients_are_tested_never_trained():
+    everyone = [p for f in canonical_folds() for p in f]
+    demo = ["TCGA_CS_4944_20010208", "TCGA_CS_6667_20011105"]
+    final = split_for_fold(everyone, NO_TEST_FOLD, 10, seed=0, holdout=demo)
+    assert final.test == tuple(sorted(demo))
+    assert len(final.train) + len(final.validation) == len(everyone) - 2
+    assert not set(demo) & (set(final.train) | set(final.validation))
+    # a holdout patient of another fold joins that fold's test patients
+    other = next(p for p in canonical_folds()[1])
+    split = split_for_fold(everyone, 0, 8, seed=0, holdout=[other])
+    assert other in split.test and set(canonical_folds()[0]) <= set(split.test)
+    assert other not in split.train + split.validation

@@ -23,3 +23,19 @@ def test_unknown_key_and_bad_value_are_user_errors(tmp_path):
     (tmp_path / "c.yaml").write_text("[1, 2")
     with pytest.raises(LggsegError, match="invalid YAML"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_final_recipe_holds_out_the_bundled_demo_patients():
+    from lggseg.data.bundled import sample_root
+
+    cfg = load_config(ROOT / "configs" / "lgg_unet12_v3_final.yaml")
+    demo = sorted(p.name for p in sample_root().iterdir() if p.is_dir())
+    assert cfg.fold == -1 and sorted(cfg.holdout) == demo
+    recipe = load_config(ROOT / "configs" / "lgg_unet12_v3.yaml")
+    assert cfg.replace(fold=recipe.fold, holdout=()) == recipe  # otherwise the CV'd recipe, unchanged
+
+
+def test_holdout_must_be_a_list(tmp_path):
+    (tmp_path / "h.yaml").write_text("holdout: TCGA_CS_4944_20010208\n")
+    with pytest.raises(LggsegError, match="holdout"):
+        load_config(tmp_path / "h.yaml")

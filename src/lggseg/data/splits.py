@@ -11,6 +11,7 @@ import json
 import random
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Sequence
 from importlib import resources
 
 from lggseg.errors import LggsegError
@@ -61,11 +62,15 @@ NO_TEST_FOLD = -1
 patient and none is held out for testing; its honest estimate is the cross-validation of its recipe."""
 
 
-def split_for_fold(available: list[str], fold: int, n_validation: int, seed: int = 0) -> FoldSplit:
+def split_for_fold(
+    available: list[str], fold: int, n_validation: int, seed: int = 0, holdout: Sequence[str] = ()
+) -> FoldSplit:
     """Split the available patient names for ``fold`` (:data:`NO_TEST_FOLD`: hold out no test fold).
 
     Validation patients are ``n_validation`` of the training patients, picked with ``seed``,
     spread across institutions (round-robin over institutions after a seeded shuffle).
+    ``holdout`` patients (matched by patient ID) are test patients whatever their fold: a final
+    model keeps the bundled demo patients out this way, so that the demo's Dice is a held-out one.
     """
     folds = canonical_folds()
     if not (0 <= fold < len(folds) or fold == NO_TEST_FOLD):
@@ -74,9 +79,15 @@ def split_for_fold(available: list[str], fold: int, n_validation: int, seed: int
         )
     by_key = {patient_key(name): name for name in available}
     known = {patient_key(p) for f in folds for p in f}
-    test = tuple(sorted(by_key[patient_key(p)] for p in folds[fold] if patient_key(p) in by_key)) if fold >= 0 else ()
+    held = {patient_key(p) for p in holdout}
+    fold_test = {patient_key(p) for p in folds[fold]} if fold >= 0 else set()
+    test = tuple(sorted(name for key, name in by_key.items() if key in fold_test | held))
     pool = sorted(
-        by_key[patient_key(p)] for k, f in enumerate(folds) if k != fold for p in f if patient_key(p) in by_key
+        by_key[patient_key(p)]
+        for k, f in enumerate(folds)
+        if k != fold
+        for p in f
+        if patient_key(p) in by_key and patient_key(p) not in held
     )
     skipped = sum(1 for f in folds for p in f if patient_key(p) not in by_key)
     unknown = tuple(sorted(name for key, name in by_key.items() if key not in known))

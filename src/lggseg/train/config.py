@@ -21,6 +21,7 @@ class TrainConfig:
     fold: int = 0
     n_validation: int = 8
     split_seed: int = 0
+    holdout: tuple[str, ...] = ()  # patients kept out of training and validation (tested instead), whatever their fold
     seed: int = 42
     epochs: int = 40
     samples_per_epoch: int = 1600
@@ -64,6 +65,10 @@ class TrainConfig:
             (self.lr > 0, "lr must be > 0"),
             (self.n_validation >= 1, "n_validation must be >= 1"),
             (self.bf16 in ("auto", "on", "off"), "bf16 must be auto, on or off"),
+            (
+                isinstance(self.holdout, tuple) and all(isinstance(p, str) for p in self.holdout),
+                "holdout must be a list of patient names",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -89,6 +94,8 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
 
 def config_from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
     values = dict(values)
+    if isinstance(values.get("holdout"), list):
+        values["holdout"] = tuple(str(name) for name in values["holdout"])
     model = _build(UNetConfig, values.pop("model", {}) or {}, f"{where} [model]")
     aug_values = dict(values.pop("augment", {}) or {})
     for key in ("scale", "gamma_range"):

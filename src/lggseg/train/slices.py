@@ -103,7 +103,7 @@ def load_split_volumes(
     for problem in index.problems:
         log(f"data: {problem}")
     named = index.by_name()
-    split = split_for_fold(sorted(named), cfg.fold, cfg.n_validation, cfg.split_seed)
+    split = split_for_fold(sorted(named), cfg.fold, cfg.n_validation, cfg.split_seed, cfg.holdout)
     train_names = list(split.train)
     if cfg.max_train_patients:
         train_names = train_names[: cfg.max_train_patients]
