@@ -11,8 +11,8 @@ import json
 import random
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 from importlib import resources
+from typing import Sequence
 
 from lggseg.errors import LggsegError
 
