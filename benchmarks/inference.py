@@ -22,7 +22,8 @@ Dice and how many mask voxels change.
     python benchmarks/inference.py --json out.json  # also write every number as JSON
 
 ``--data`` (default ``../shared/data/lgg/kaggle_3m`` beside the repository) is the full LGG data
-set: its fold test patients are used for Dice and its training patients for int8 calibration.
+set: the patients the weights never saw (their fold's test patients; for a final model, the patients
+it held out) are used for Dice, and patients it trained on for int8 calibration.
 Without it, Dice uses the bundled sample (fold-0 *test* patients) and the int8 lever is skipped,
 since calibrating on test patients would leak.
 """
@@ -337,35 +338,40 @@ def time_process(command: list[str], repeats: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
-def pick_patients(args: argparse.Namespace, fold: int) -> tuple[list[str], list[str], str]:
-    """(eval patients, calibration patients, description). Calibration patients are training
-    patients of ``fold`` only; the bundled sample holds fold-0 test patients."""
+def pick_patients(args: argparse.Namespace, info: dict[str, Any]) -> tuple[list[str], list[str], str]:
+    """(eval patients, calibration patients, description). Eval patients are the ones the weights
+    never saw (their fold's test patients; for a final model, its held-out patients); calibration
+    patients are patients they trained on only. The bundled sample holds fold-0 test patients."""
     from lggseg.data.bundled import sample_root
     from lggseg.data.dataset import index_dataset
-    from lggseg.data.splits import split_for_fold
+    from lggseg.data.splits import fold_of
+    from lggseg.infer.provenance import patients_seen, seen_in_training
 
+    fold = int(info.get("fold", 0) or 0)
     sample = [str(p.folder) for p in index_dataset(sample_root()).patients]
     data = Path(args.data)
     if not data.is_dir():
         return (sample[:1] if args.quick else sample), [], "bundled sample (no full data: int8 lever skipped)"
     named = index_dataset(data).by_name()
-    split = split_for_fold(sorted(named), fold, n_validation=1)
-    test = [str(named[n].folder) for n in split.test]
-    train = [str(named[n].folder) for n in split.train]
+    seen = set(patients_seen(info) or [])
+    train = [str(named[n].folder) for n in sorted(named) if n in seen]
+    unseen = [n for n in sorted(named) if seen_in_training(info, n) is False]
+    test = [str(named[n].folder) for n in unseen if fold < 0 or fold_of(n) == fold]
     n_cal = 2 if args.quick else args.calib_patients
     calibration = [train[i] for i in np.linspace(0, len(train) - 1, n_cal).round().astype(int)]
+    which = f"fold-{fold}" if fold >= 0 else "held-out"
     if args.quick:
         return (
             sample[:1],
             calibration,
-            f"bundled sample patient (quick); int8 calibrated on {n_cal} fold-{fold} training patients",
+            f"bundled sample patient (quick); int8 calibrated on {n_cal} training patients of the model",
         )
     if args.dice_patients:
         test = test[: args.dice_patients]
     return (
         test,
         calibration,
-        f"{len(test)} fold-{fold} test patients of {data}; int8 calibrated on {n_cal} fold-{fold} training patients",
+        f"{len(test)} {which} test patients of {data}; int8 calibrated on {n_cal} training patients of the model",
     )
 
 
@@ -458,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data",
         default=str(DEFAULT_DATA),
-        help="full LGG data (fold test patients for Dice, training patients for int8 calibration)",
+        help="full LGG data (held-out patients for Dice, training patients for int8 calibration)",
     )
     parser.add_argument("--dice-patients", type=int, default=0, help="limit Dice to this many test patients (0: all)")
     parser.add_argument(
@@ -488,12 +494,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     source, _ = resolve_weights(args.weights)
     bundle = load_weights(args.weights)
-    fold = int(bundle.info.get("fold", 0) or 0)
     patients = index_dataset(sample_root()).patients
     volume = (
         next(p for p in patients if len(p.slices) == 20) if any(len(p.slices) == 20 for p in patients) else patients[0]
     )
-    eval_patients, calibration, selection = pick_patients(args, fold)
+    eval_patients, calibration, selection = pick_patients(args, bundle.info)
     log(
         f"lggseg inference benchmark ({'quick' if args.quick else 'full'}); python {sys.version.split()[0]}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"

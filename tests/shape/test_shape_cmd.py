@@ -38,13 +38,13 @@ def _invoke(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def _weights(path: Path, bias: float, fold: int) -> None:
+def _weights(path: Path, bias: float, fold: int, trained_on: list[str] | None = None) -> None:
     """An untrained tiny U-Net whose output is all tumor (bias > 0) or none (bias < 0)."""
     torch.manual_seed(0)
     model = UNet(UNetConfig(base_width=2, depth=1))
     with torch.no_grad():
         model.head.bias.fill_(bias)
-    save_weights(path, model, info={"fold": fold})
+    save_weights(path, model, info={"fold": fold, **({"trained_on": trained_on} if trained_on is not None else {})})
 
 
 @pytest.fixture()
@@ -144,6 +144,27 @@ def test_one_model_says_which_patients_it_saw(data_with_csv: Path, tmp_path: Pat
     assert f"**Not out-of-fold: the model `{model}` was trained on 2 of these 2 patients (most of them).**" in text
     assert {r["out_of_fold"] for r in _rows(out / "mask_sources.csv")} == {"no"}
     assert not (out / "masks").exists()
+
+
+@pytest.mark.parametrize("trained_on", [["TCGA_DU_5849_19950405"], ["TCGA_DU_5849_19950405", PATIENTS[0]]])
+def test_final_model_counts_the_patients_its_weights_list(
+    data_with_csv: Path, tmp_path: Path, trained_on: list[str]
+) -> None:
+    """A final model (fold -1) says per patient whether it saw it from the ``trained_on`` list of its weights."""
+    _weights(tmp_path / "w.safetensors", -100.0, fold=-1, trained_on=trained_on)
+    out = tmp_path / "out"
+    args = ["--data", str(data_with_csv), "--masks", "predicted", "--weights", str(tmp_path / "w.safetensors")]
+    code, _, stderr = _invoke(*args, "--out", str(out), "--device", "cpu")
+    assert code == 0, stderr
+    text = (out / "report.md").read_text()
+    origin = {r["patient"]: r["out_of_fold"] for r in _rows(out / "mask_sources.csv")}
+    if PATIENTS[0] in trained_on:
+        assert origin == {PATIENTS[0]: "no", PATIENTS[1]: "yes"}
+        assert "was trained on 1 of these 2 patients.** Its weights list the patients it was trained on" in text
+    else:
+        assert origin == {PATIENTS[0]: "yes", PATIENTS[1]: "yes"}
+        assert "never saw any of these 2 patients in training" in text
+    assert "fold -1" not in text
 
 
 @pytest.mark.slow

@@ -171,24 +171,34 @@ def _model_note(origins: Sequence[MaskOrigin], cv_dir: Path | None, weights: str
         )
     seen = sum(o.out_of_fold == "no" for o in origins)
     unseen = sum(o.out_of_fold == "yes" for o in origins)
-    folds = sorted({o.model_fold for o in origins if o.model_fold is not None})
+    folds = sorted({o.model_fold for o in origins if o.model_fold is not None and o.model_fold >= 0})
     model = "the shipped model" if weights is None else f"the model `{weights}`"
-    if not folds:
+    if seen == 0 and unseen == 0:
         return (
             f"**Not known to be out-of-fold.** One model segmented every patient ({model}), and its weights do not "
             'record which patients it was trained on; its features are not "automatic" in the paper\'s sense '
             "unless it never saw these patients. Use `--cv` for out-of-fold masks."
         )
-    held_out = f"held out canonical fold {', '.join(map(str, folds))} only"
+    held_out = f"held out canonical fold {', '.join(map(str, folds))} only" if folds else ""
     if seen == 0 and unseen == len(origins):
+        if not held_out:
+            return (
+                f"Out-of-fold for these patients: {model} never saw any of these {unseen} patients in training "
+                "(its weights list the patients it was trained on). Per patient: `mask_sources.csv`."
+            )
         return (
             f"Out-of-fold for these patients: {model} {held_out}, and all {unseen} of them are in that fold, so "
             "it never saw them in training. Per patient: `mask_sources.csv`."
         )
     most = " (most of them)" if seen > len(origins) / 2 else ""
+    how = (
+        f"It {held_out} and was trained (with its validation patients) on the other folds"
+        if held_out
+        else "Its weights list the patients it was trained on"
+    )
     return (
-        f"**Not out-of-fold: {model} was trained on {seen} of these {len(origins)} patients{most}.** It {held_out} "
-        f"and was trained (with its validation patients) on the other folds; {unseen} patients are unseen by it. "
+        f"**Not out-of-fold: {model} was trained on {seen} of these {len(origins)} patients{most}.** {how}; "
+        f"{unseen} patients are unseen by it. "
         'Features from its masks are therefore not "automatic" in the paper\'s sense, and their agreement with '
         "the manual masks is optimistic. For out-of-fold masks of every patient, finish the 5-fold "
         "cross-validation (`lggseg cv`) and pass `--cv`. Per patient: `mask_sources.csv`."

@@ -23,6 +23,7 @@ import numpy as np
 from lggseg.data.dataset import SLICE_NAME, DatasetIndex, load_patient
 from lggseg.data.splits import N_FOLDS, fold_of
 from lggseg.errors import LggsegError
+from lggseg.infer.provenance import seen_in_training
 from lggseg.io.images import display_path, read_mask
 from lggseg.io.nifti import from_nifti_axes, slice_stack_affine, to_nifti_axes
 
@@ -179,8 +180,10 @@ def cv_weights(cv_dir: str | Path, names: Sequence[str], check_run: RunCheck | N
 class MaskOrigin:
     """Which model segmented a patient, and whether that model saw the patient in training.
 
-    ``out_of_fold``: "yes" when the model's training fold (``fold`` in its weights' info) is the
-    patient's canonical fold, "no" when it differs, "unknown" when either is not known.
+    ``out_of_fold``: "yes" when the model never saw the patient, "no" when it was trained or
+    validated on it, "unknown" when its weights do not say (:func:`lggseg.infer.provenance.seen_in_training`:
+    the patients listed in the weights' ``trained_on``, else every patient outside their held-out
+    ``fold``). ``model_fold`` is that held-out fold (-1 for a final model that held out no fold).
     """
 
     patient: str
@@ -229,7 +232,7 @@ def model_source(
             )
         mask = np.asarray(segmenter.segment(load_patient(patient).images), dtype=bool)
         if origins is not None:
-            known = fold is not None and model_fold is not None
+            seen = seen_in_training(segmenter.bundle.info, name)
             origins.append(
                 MaskOrigin(
                     name,
@@ -237,7 +240,7 @@ def model_source(
                     str(segmenter.bundle.path),
                     segmenter.bundle.sha256,
                     model_fold,
-                    ("yes" if fold == model_fold else "no") if known else "unknown",
+                    "unknown" if seen is None else "no" if seen else "yes",
                 )
             )
         return mask
