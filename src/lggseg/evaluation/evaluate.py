@@ -17,6 +17,7 @@ from lggseg.data.splits import split_for_fold
 from lggseg.errors import LggsegError
 from lggseg.evaluation import metrics
 from lggseg.evaluation.report import PROTOCOL, pick_slices, write_report
+from lggseg.infer.provenance import seen_in_training
 from lggseg.infer.segmenter import InferenceConfig, Segmenter
 from lggseg.io.progress import track
 
@@ -71,10 +72,17 @@ def evaluate(
             )
     summary = metrics.summarize(per_patient)
     bundle = segmenter.bundle
+    names = [row["patient"] for row in per_patient]
+    seen = [name for name in names if seen_in_training(bundle.info, name) is True]
+    unknown = [name for name in names if seen_in_training(bundle.info, name) is None]
+    note = evaluation_note(len(names), len(seen), len(unknown))
     report = {
         **summary,
         "protocol": PROTOCOL,
         **selection,
+        "test_result_note": note,
+        "patients_seen_in_training": seen,
+        "patients_provenance_unknown": unknown,
         "fold": fold,
         "weights": str(bundle.path) if bundle.path else None,
         "weights_sha256": bundle.sha256,
@@ -88,4 +96,20 @@ def evaluate(
         f"{summary['n_patients']} patients: mean Dice {summary['mean_dice']:.4f}, median {summary['median_dice']:.4f}, "
         f"min {summary['min_dice']:.4f}; report in {out / 'metrics.json'}"
     )
+    log(note)
     return report
+
+
+def evaluation_note(n_patients: int, n_seen: int, n_unknown: int) -> str:
+    """Whether a summary over ``n_patients`` is a test result, given how many the model saw or may have seen."""
+    if n_seen:
+        return (
+            f"NOT a test result: the model trained on {n_seen} of these {n_patients} patients "
+            "(their Dice is optimistic); evaluate a model on patients it never saw "
+            "(e.g. --fold K with that fold's model)"
+        )
+    if n_unknown:
+        return (
+            f"unknown whether the model saw {n_unknown} of these {n_patients} patients: not known to be a test result"
+        )
+    return f"test result: the model never saw any of these {n_patients} patients"
