@@ -58,7 +58,7 @@ def test_sample_endpoint_segments_the_bundled_patient(
     assert case["name"] == sample_patient.name and case["shape"] == [20, 256, 256]
     assert case["orientation"] == ["P", "L"] and result["skipped"] == []
     assert case["dice"] >= 0.85  # 0.90 when written
-    assert case["dice_note"] == "held out: this model never saw the patient"  # a fold-0 patient
+    assert case["dice_note"] == "held out: this model never saw the patient"  # a held-out demo patient
     images = np.stack([read_image(sample_patient / f"{sample_patient.name}_{n}.tif") for n in range(1, 21)])
     prob = segmenter.probabilities(images)
     expected = segmenter.segment(images)

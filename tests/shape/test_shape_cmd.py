@@ -168,12 +168,12 @@ def test_final_model_counts_the_patients_its_weights_list(
 
 
 @pytest.mark.slow
-def test_shipped_model_on_the_sample_is_out_of_fold_for_its_fold_0_patients(sample_dir: Path, tmp_path: Path) -> None:
+def test_shipped_model_is_out_of_fold_for_the_demo_patients(sample_dir: Path, tmp_path: Path) -> None:
     code, _, stderr = _invoke("--data", str(sample_dir), "--masks", "predicted", "--out", str(tmp_path / "o"))
     assert code == 0, stderr
     text = (tmp_path / "o" / "report.md").read_text()
     assert "(predictions of the shipped model)" in text
-    assert "Out-of-fold for these patients: the shipped model held out canonical fold 0 only" in text
+    assert "Out-of-fold for these patients: the shipped model never saw any of these 2 patients" in text
     volumes = [int(r["volume_voxels"]) for r in _rows(tmp_path / "o" / "features.csv")]
     assert len(volumes) == 2 and all(v > 0 for v in volumes)
 

@@ -1,4 +1,5 @@
-"""The real sample shipped inside the package: two fold-0 test patients in kaggle_3m layout."""
+"""The real sample shipped inside the package: two patients in kaggle_3m layout (canonical fold 0), held out
+by the shipped final model."""
 
 from __future__ import annotations
 

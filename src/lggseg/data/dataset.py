@@ -195,10 +195,11 @@ FLAIR_ONLY_FILL = "repeat"
 ``repeat``: FLAIR is copied into both channels (what grayscale slice images always got).
 ``zeros``: both channels are 0; per-volume normalisation maps a constant channel to 0 everywhere,
 the mean of a normalised channel, so the network sees "no information" there.
-For the shipped model ``repeat`` is the better of the two on the fold-0 test patients (mean
+For the first-round model ``repeat`` was the better of the two on the fold-0 test patients (mean
 per-patient Dice 0.801 against 0.708; 3 channels: 0.883; ``scripts/flair_only_eval.py``,
-MODEL_CARD.md "Input kinds"). A model trained for FLAIR-only input can name its own fill in its
-weights' ``info`` (key ``flair_only_fill``), which :func:`flair_only_fill` prefers."""
+MODEL_CARD.md "Input kinds"); recipe v3 trains with FLAIR-only samples filled this way. A model
+trained for FLAIR-only input can name its own fill in its weights' ``info`` (key
+``flair_only_fill``), which :func:`flair_only_fill` prefers."""
 
 
 def flair_only_fill(info: dict[str, object] | None = None) -> str:

@@ -1,4 +1,5 @@
-"""``lggseg demo``: the shipped model on the bundled sample patients (fold-0 test patients).
+"""``lggseg demo``: the shipped model on the bundled sample patients (held out by the shipped final model;
+test patients of canonical fold 0).
 
 Every Dice it prints says whether the model saw that patient in training
 (:mod:`lggseg.infer.provenance`): a Dice of a training patient is no test result.
