@@ -35,6 +35,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.02
     bce_weight: float = 1.0
+    ema_decay: float = 0.0  # > 0: validate, calibrate and save an exponential moving average of the weights
     dice_per_image: bool = False  # Dice term averaged over tumor images instead of pooled (small tumors weigh more)
     patience: int = 0
     device: str = "auto"
@@ -63,6 +64,7 @@ class TrainConfig:
             ),
             (0.0 <= self.hard_negative_prob <= 1.0, "hard_negative_prob must be in [0, 1]"),
             (self.lr > 0, "lr must be > 0"),
+            (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1) (0 = no weight average)"),
             (self.n_validation >= 1, "n_validation must be >= 1"),
             (self.bf16 in ("auto", "on", "off"), "bf16 must be auto, on or off"),
             (

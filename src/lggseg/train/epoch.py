@@ -18,6 +18,7 @@ from lggseg.train import distributed
 from lggseg.train.augment import augment, tumor_biased_crop
 from lggseg.train.config import TrainConfig
 from lggseg.train.distributed import Dist
+from lggseg.train.ema import WeightAverage
 from lggseg.train.losses import dice_bce_loss
 from lggseg.train.slices import SliceBank, draw_epoch
 
@@ -65,6 +66,7 @@ class EpochContext:
     device: torch.device
     bf16: bool
     step_callback: Callable[[StepInfo], None] | None = None
+    ema: WeightAverage | None = None  # updated after every optimizer step when the recipe averages weights
 
     @property
     def local_batch(self) -> int:
@@ -115,6 +117,8 @@ def train_one_epoch(ctx: EpochContext, epoch: int) -> dict[str, float]:
             if ctx.step_callback is not None:
                 ctx.step_callback(StepInfo(epoch, step, dist.rank, idx, x, y, loss.detach(), ctx.unet))
             ctx.optimizer.step()
+            if ctx.ema is not None:
+                ctx.ema.update(ctx.unet)
             with torch.no_grad():
                 hard = (logits.float() > 0).float()
                 inter, total = float((hard * y).sum()), float(hard.sum() + y.sum())

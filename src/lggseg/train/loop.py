@@ -33,6 +33,7 @@ from lggseg.model.unet import UNet
 from lggseg.train import distributed
 from lggseg.train.config import TrainConfig
 from lggseg.train.distributed import Dist
+from lggseg.train.ema import WeightAverage
 from lggseg.train.epoch import EpochContext, StepInfo, train_one_epoch, validate
 from lggseg.train.run_folder import RunFolder, stops_early
 from lggseg.train.slices import SliceBank, load_split_volumes
@@ -86,9 +87,12 @@ def _train(
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict[str, Any]] = []
     start_epoch, best_dice, best_epoch = 0, -1.0, -1
+    ema = WeightAverage(unet, cfg.ema_decay) if cfg.ema_decay > 0 else None
     if resume:
-        state = run.load_checkpoint(unet, optimizer)
+        state = run.load_checkpoint(unet, optimizer, ema.model if ema is not None else None)
         start_epoch, best_dice, best_epoch = state["epoch"] + 1, state["best_val_dice"], state["best_epoch"]
+        if ema is not None:
+            ema.updates = int(state.get("ema_updates", 0))
         history = state["history"]
         log(
             f"resuming {run.path} after epoch {state['epoch'] + 1} (best validation Dice {best_dice:.4f} at epoch "
@@ -124,7 +128,8 @@ def _train(
             f"distributed: {dist.world_size} process(es), global batch {cfg.batch_size} = {local_batch} per process, "
             f"sync_bn {cfg.sync_bn}"
         )
-    ctx = EpochContext(cfg, model, unet, optimizer, bank, dist, device, bf16, step_callback)
+    ctx = EpochContext(cfg, model, unet, optimizer, bank, dist, device, bf16, step_callback, ema)
+    validated = ema.model if ema is not None else unet  # the network that is validated, calibrated and saved
 
     # 3. the epochs: train, validate, checkpoint; stop on Ctrl-C (after the checkpoint) or early
     stop = _InterruptFlag(log)
@@ -133,7 +138,7 @@ def _train(
         for epoch in range(start_epoch, cfg.epochs):
             began = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch + 1, **train_one_epoch(ctx, epoch)}
-            val = validate(unet, val_volumes, device, bf16, cfg.bce_weight) if dist.is_main else None
+            val = validate(validated, val_volumes, device, bf16, cfg.bce_weight) if dist.is_main else None
             row.update(distributed.broadcast_object(val, dist))  # every rank takes the same decisions
             row["seconds"] = time.perf_counter() - began
             history.append(row)
@@ -147,9 +152,10 @@ def _train(
                 "last_val_dice": row["val_dice"],
                 "history": history,
                 "config": cfg.to_dict(),
+                **({"ema_updates": ema.updates} if ema is not None else {}),
             }
             if dist.is_main:
-                run.save_checkpoint(unet, optimizer, state, best=improved)
+                run.save_checkpoint(unet, optimizer, state, best=improved, averaged=ema.model if ema else None)
                 run.write_log(history, LOG_FIELDS)
             log(
                 f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f} train Dice {row['train_dice']:.3f} | "

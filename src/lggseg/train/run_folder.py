@@ -121,8 +121,19 @@ class RunFolder:
     def write_split(self, split: dict[str, Any]) -> None:
         atomic.write_text(self.path / self.SPLIT, json.dumps(split, indent=1))
 
-    def save_checkpoint(self, model: UNet, optimizer: torch.optim.Optimizer, state: dict[str, Any], best: bool) -> None:
-        """Commit one epoch: ``best.safetensors`` first when it improved, then the checkpoint."""
+    def save_checkpoint(
+        self,
+        model: UNet,
+        optimizer: torch.optim.Optimizer,
+        state: dict[str, Any],
+        best: bool,
+        averaged: UNet | None = None,
+    ) -> None:
+        """Commit one epoch: ``best.safetensors`` first when it improved, then the checkpoint.
+
+        ``averaged`` (the weight average of :mod:`lggseg.train.ema`, when the recipe keeps one) is
+        what ``best.safetensors`` holds then, and the checkpoint stores it beside the model.
+        """
         from safetensors.torch import save as save_bytes
 
         if best:  # before the commit point: a kill here only repeats this epoch, which rewrites it
@@ -136,8 +147,10 @@ class RunFolder:
                 split = json.loads((self.path / self.SPLIT).read_text())
                 seen = split.get("train", []) + split.get("validation", []) + split.get("init_trained_on", [])
                 info["trained_on"] = sorted(set(seen))
-            save_weights(self.best, model, info=info)
+            save_weights(self.best, averaged if averaged is not None else model, info=info)
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        if averaged is not None:
+            tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in averaged.state_dict().items()})
         for pid, values in optimizer.state_dict()["state"].items():
             for key, value in values.items():
                 tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
@@ -145,14 +158,19 @@ class RunFolder:
         for name in self.LEGACY_COPIES:  # an older version's files, superseded by the commit above
             (self.path / name).unlink(missing_ok=True)
 
-    def load_checkpoint(self, model: UNet, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        """Load model and optimizer from the checkpoint; returns the training state."""
+    def load_checkpoint(
+        self, model: UNet, optimizer: torch.optim.Optimizer, averaged: UNet | None = None
+    ) -> dict[str, Any]:
+        """Load model, optimizer and (when given and stored) the weight average; returns the training state."""
         path = self._checkpoint_file()
         if path is None:
             raise LggsegError(f"{self.path}: not a run folder to resume (no {self.CHECKPOINT})")
         state = self.state()
         tensors, _ = read_safetensors(path)
         model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+        if averaged is not None:
+            stored = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
+            averaged.load_state_dict(stored or model.state_dict())  # no average stored: start it from the model
         opt_state: dict[int, dict[str, torch.Tensor]] = {}
         for name, value in tensors.items():
             if name.startswith("optim."):
