@@ -68,16 +68,13 @@ def per_patient_dice(report_dir: Path) -> dict[str, float]:
 
 def paired_cell(report_dir: Path, baseline_dir: Path) -> str:
     """Mean paired Dice difference against the baseline's report on the same patients, with its interval."""
-    from lggseg.evaluation.cohort import bootstrap_mean_interval
+    from lggseg.evaluation.cohort import paired_summary
 
     if report_dir == baseline_dir or not (baseline_dir / "per_patient.csv").exists():
         return ""
     mine, base = per_patient_dice(report_dir), per_patient_dice(baseline_dir)
     shared = sorted(set(mine) & set(base))
-    diffs = [mine[p] - base[p] for p in shared]
-    lo, hi = bootstrap_mean_interval(diffs)
-    better = sum(d > 0 for d in diffs)
-    return f"{statistics.fmean(diffs):+.3f} ({lo:+.3f} to {hi:+.3f}), {better}/{len(diffs)} better"
+    return paired_summary([mine[p] - base[p] for p in shared]).describe()
 
 
 def dice_cells(m: dict) -> str:

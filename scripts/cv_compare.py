@@ -21,14 +21,12 @@ from pathlib import Path
 
 from ablation_table import dice_cells, per_patient_dice  # scripts/ablation_table.py, beside this file
 
-from lggseg.evaluation.cohort import bootstrap_mean_interval
+from lggseg.evaluation.cohort import paired_summary
 
 
 def paired(new: dict[str, float], old: dict[str, float]) -> str:
     shared = sorted(set(new) & set(old))
-    diffs = [new[p] - old[p] for p in shared]
-    lo, hi = bootstrap_mean_interval(diffs)
-    return f"{statistics.fmean(diffs):+.3f} ({lo:+.3f} to {hi:+.3f}), {sum(d > 0 for d in diffs)}/{len(diffs)} better"
+    return paired_summary([new[p] - old[p] for p in shared]).describe()
 
 
 def pooled(reports: list[Path]) -> dict:

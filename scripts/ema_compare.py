@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 from pathlib import Path
 
-from lggseg.evaluation.cohort import bootstrap_mean_interval
+from lggseg.evaluation.cohort import paired_summary
 from lggseg.evaluation.evaluate import evaluate
-from lggseg.model.bundle import read_safetensors, save_weights
+from lggseg.model.bundle import save_weights
 from lggseg.model.unet import UNet
 from lggseg.train.calibrate import recalibrate
 from lggseg.train.run_folder import RunFolder
@@ -33,8 +32,7 @@ VARIANTS = {"trained": "model.", "average": "ema."}
 
 def export(run: RunFolder, prefix: str, dest: Path) -> Path:
     """Write the checkpoint's ``prefix`` tensors as a run folder ``dest`` with the run's split and config."""
-    tensors, _ = read_safetensors(run.checkpoint)
-    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    state = run.checkpoint_tensors(prefix)
     if not state:
         raise SystemExit(f"error: {run.checkpoint} holds no {prefix}* tensors (was the run trained with ema_decay?)")
     model = UNet(run.config().model)
@@ -75,12 +73,13 @@ def main(argv: list[str] | None = None) -> int:
             f"median {report['median_dice']:.3f} min {report['min_dice']:.3f} "
             f"(validation {chosen['val_mean_dice']:.3f})"
         )
-    differences = [dice["average"][name] - dice["trained"][name] for name in dice["trained"]]
-    low, high = bootstrap_mean_interval(differences)
-    better = sum(d > 0 for d in differences)
-    paired = {"mean": statistics.fmean(differences), "ci95": [low, high], "n_better": better}
-    print(f"average - trained: {paired['mean']:+.3f} (95% CI {low:+.3f} to {high:+.3f}), {better} better")
-    result = {"run": str(args.run), "fold": fold, "epoch": run.state()["epoch"] + 1, **summary, "paired": paired}
+    paired = paired_summary([dice["average"][name] - dice["trained"][name] for name in dice["trained"]])
+    print(
+        f"average - trained: {paired.mean:+.3f} (95% CI {paired.low:+.3f} to {paired.high:+.3f}), "
+        f"{paired.n_better} better"
+    )
+    result = {"run": str(args.run), "fold": fold, "epoch": run.state()["epoch"] + 1, **summary}
+    result["paired"] = paired.to_dict()
     (args.out / "ema_compare.json").write_text(json.dumps(result, indent=1) + "\n")
     return 0
 

@@ -23,11 +23,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from lggseg.data.dataset import index_dataset, load_volume
+from lggseg.data.dataset import PatientFiles, index_dataset, load_volume
 from lggseg.evaluation import metrics
-from lggseg.evaluation.cohort import bootstrap_mean_interval
+from lggseg.evaluation.cohort import paired_summary
 from lggseg.infer import postprocess
 from lggseg.infer.segmenter import InferenceConfig, Segmenter
 from lggseg.io import atomic
@@ -37,10 +35,9 @@ from lggseg.train.calibrate import RULES, score, select_rule
 MODES = ("none", "flip")
 
 
-def fold_results(data: Path, run: Path, threads: int) -> dict[str, dict[str, Any]]:
+def fold_results(named: dict[str, PatientFiles], run: Path, threads: int) -> dict[str, dict[str, Any]]:
     """Per mode: the rule chosen on validation and the test patients' Dice and false-positive slices."""
     split = json.loads((run / "split.json").read_text())
-    named = index_dataset(data).by_name()
     bundle = load_weights(run / "best.safetensors")
     volumes = {role: [load_volume(named[name]) for name in split[role]] for role in ("validation", "test")}
     out: dict[str, dict[str, Any]] = {}
@@ -82,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print(f"error: {args.cv}: no fold_K/run/best.safetensors", file=sys.stderr)
         return 2
+    named = index_dataset(args.data).by_name()
     folds = {}
     for run in runs:
-        folds[run.parent.name] = fold_results(args.data, run, args.threads)
+        folds[run.parent.name] = fold_results(named, run, args.threads)
         print(f"{run.parent.name}: " + ", ".join(f"{m} {folds[run.parent.name][m]['rule']}" for m in MODES))
     pooled = {m: {n: r for f in folds.values() for n, r in f[m]["test"].items()} for m in MODES}
     report: dict[str, Any] = {
@@ -92,13 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         "folds": folds,
         "summary": {m: summary(pooled[m]) for m in MODES},
     }
-    differences = [pooled["flip"][n]["dice"] - pooled["none"][n]["dice"] for n in pooled["none"]]
-    low, high = bootstrap_mean_interval(differences)
-    report["paired_flip_minus_none"] = {
-        "mean": statistics.fmean(differences),
-        "ci95": [low, high],
-        "n_better": int(np.sum(np.array(differences) > 0)),
-    }
+    paired = paired_summary([pooled["flip"][n]["dice"] - pooled["none"][n]["dice"] for n in pooled["none"]])
+    report["paired_flip_minus_none"] = paired.to_dict()
     atomic.write_text(args.out, json.dumps(report, indent=1) + "\n")
     for mode in MODES:
         s = report["summary"][mode]
@@ -106,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             f"TTA {mode}: {s['n_patients']} patients, mean {s['mean_dice']:.3f} median {s['median_dice']:.3f} "
             f"min {s['min_dice']:.3f}, FP {s['false_positive_rate_empty_slices']:.1%}"
         )
-    paired = report["paired_flip_minus_none"]
-    print(f"flip - none: {paired['mean']:+.3f} (95% CI {low:+.3f} to {high:+.3f}), {paired['n_better']} better")
+    print(f"flip - none: {paired.mean:+.3f} (95% CI {paired.low:+.3f} to {paired.high:+.3f}), {paired.n_better} better")
     return 0
 
 

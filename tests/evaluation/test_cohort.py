@@ -45,3 +45,14 @@ def test_institution_and_group_rows():
     assert groups[0]["n_patients"] == 2 and groups[0]["mean_dice"] == pytest.approx(0.7)
     assert groups[0]["min_dice"] == 0.5 and groups[0]["false_positive_rate_empty_slices"] == pytest.approx(0.05)
     assert groups[1]["false_positive_rate_empty_slices"] is None
+
+
+def test_paired_summary_counts_improvements_and_describes_itself():
+    from lggseg.evaluation.cohort import bootstrap_mean_interval, paired_summary
+
+    differences = [0.10, -0.05, 0.20, 0.0]
+    summary = paired_summary(differences)
+    assert summary.mean == pytest.approx(0.0625) and summary.n_better == 2 and summary.n == 4
+    assert (summary.low, summary.high) == bootstrap_mean_interval(differences)
+    assert summary.to_dict() == {"mean": summary.mean, "ci95": [summary.low, summary.high], "n_better": 2}
+    assert summary.describe() == f"+0.062 ({summary.low:+.3f} to {summary.high:+.3f}), 2/4 better"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lggseg.model.bundle import load_weights, read_safetensors
+from lggseg.model.bundle import load_weights
 from lggseg.model.unet import UNet, UNetConfig
 from lggseg.train.config import TrainConfig
 from lggseg.train.ema import WeightAverage
@@ -54,6 +54,4 @@ def test_run_saves_the_average_as_best_and_resumes_it(sample_dir, tmp_path):
 
 def _checkpoint(run: RunFolder) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(weight average, trained model) tensors of the run's checkpoint."""
-    tensors, _ = read_safetensors(run.checkpoint)
-    pick = lambda prefix: {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
-    return pick("ema."), pick("model.")
+    return run.checkpoint_tensors("ema."), run.checkpoint_tensors("model.")

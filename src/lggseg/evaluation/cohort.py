@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,29 @@ def bootstrap_mean_interval(
     tail = (1.0 - level) / 2.0
     lo, hi = np.quantile(means, [tail, 1.0 - tail])
     return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class PairedSummary:
+    """Per-patient differences (new minus old) summarised: mean, its bootstrap interval, how many improved."""
+
+    mean: float
+    low: float
+    high: float
+    n_better: int
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "ci95": [self.low, self.high], "n_better": self.n_better}
+
+    def describe(self) -> str:
+        return f"{self.mean:+.3f} ({self.low:+.3f} to {self.high:+.3f}), {self.n_better}/{self.n} better"
+
+
+def paired_summary(differences: Sequence[float]) -> PairedSummary:
+    """Summarise per-patient differences, in the order given (the bootstrap resamples that order)."""
+    low, high = bootstrap_mean_interval(differences)
+    return PairedSummary(statistics.fmean(differences), low, high, sum(d > 0 for d in differences), len(differences))
 
 
 def institution(patient: str) -> str:

@@ -72,10 +72,10 @@ def evaluate(
             )
     summary = metrics.summarize(per_patient)
     bundle = segmenter.bundle
-    names = [row["patient"] for row in per_patient]
-    seen = [name for name in names if seen_in_training(bundle.info, name) is True]
-    unknown = [name for name in names if seen_in_training(bundle.info, name) is None]
-    note = evaluation_note(len(names), len(seen), len(unknown))
+    answers = {row["patient"]: seen_in_training(bundle.info, row["patient"]) for row in per_patient}
+    seen = [name for name, answer in answers.items() if answer is True]
+    unknown = [name for name, answer in answers.items() if answer is None]
+    note = evaluation_note(len(answers), len(seen), len(unknown))
     report = {
         **summary,
         "protocol": PROTOCOL,

@@ -88,8 +88,9 @@ def _train(
     history: list[dict[str, Any]] = []
     start_epoch, best_dice, best_epoch = 0, -1.0, -1
     ema = WeightAverage(unet, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    averaged = ema.model if ema is not None else None  # with an average, it is validated, calibrated and saved
     if resume:
-        state = run.load_checkpoint(unet, optimizer, ema.model if ema is not None else None)
+        state = run.load_checkpoint(unet, optimizer, averaged)
         start_epoch, best_dice, best_epoch = state["epoch"] + 1, state["best_val_dice"], state["best_epoch"]
         if ema is not None:
             ema.updates = int(state.get("ema_updates", 0))
@@ -129,7 +130,7 @@ def _train(
             f"sync_bn {cfg.sync_bn}"
         )
     ctx = EpochContext(cfg, model, unet, optimizer, bank, dist, device, bf16, step_callback, ema)
-    validated = ema.model if ema is not None else unet  # the network that is validated, calibrated and saved
+    validated = averaged if averaged is not None else unet
 
     # 3. the epochs: train, validate, checkpoint; stop on Ctrl-C (after the checkpoint) or early
     stop = _InterruptFlag(log)
@@ -155,7 +156,7 @@ def _train(
                 **({"ema_updates": ema.updates} if ema is not None else {}),
             }
             if dist.is_main:
-                run.save_checkpoint(unet, optimizer, state, best=improved, averaged=ema.model if ema else None)
+                run.save_checkpoint(unet, optimizer, state, best=improved, averaged=averaged)
                 run.write_log(history, LOG_FIELDS)
             log(
                 f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f} train Dice {row['train_dice']:.3f} | "

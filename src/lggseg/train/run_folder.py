@@ -167,10 +167,9 @@ class RunFolder:
             raise LggsegError(f"{self.path}: not a run folder to resume (no {self.CHECKPOINT})")
         state = self.state()
         tensors, _ = read_safetensors(path)
-        model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
-        if averaged is not None:
-            stored = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
-            averaged.load_state_dict(stored or model.state_dict())  # no average stored: start it from the model
+        model.load_state_dict(_with_prefix(tensors, "model."))
+        if averaged is not None:  # no average stored: start it from the model
+            averaged.load_state_dict(_with_prefix(tensors, "ema.") or model.state_dict())
         opt_state: dict[int, dict[str, torch.Tensor]] = {}
         for name, value in tensors.items():
             if name.startswith("optim."):
@@ -180,6 +179,14 @@ class RunFolder:
         for leftover in self.path.glob(".*.*"):  # temporary files of a write that a kill interrupted
             leftover.unlink(missing_ok=True)
         return state
+
+    def checkpoint_tensors(self, prefix: str = "model.") -> dict[str, torch.Tensor]:
+        """The checkpoint's tensors named ``prefix...`` (``model.``: the network, ``ema.``: its weight
+        average), keyed without the prefix: a state dict."""
+        path = self._checkpoint_file()
+        if path is None:
+            raise LggsegError(f"{self.path}: no {self.CHECKPOINT}")
+        return _with_prefix(read_safetensors(path)[0], prefix)
 
     def write_log(self, history: list[dict[str, Any]], fields: list[str]) -> None:
         """``log.csv`` and ``curves.png`` from the epoch history."""
@@ -203,3 +210,8 @@ class RunFolder:
 def stops_early(cfg: TrainConfig, epoch: int, best_epoch: int) -> bool:
     """The early-stop rule: ``patience`` epochs without a validation improvement (0 = never)."""
     return bool(cfg.patience) and epoch - best_epoch >= cfg.patience
+
+
+def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors named ``prefix...``, keyed without the prefix."""
+    return {name[len(prefix) :]: value for name, value in tensors.items() if name.startswith(prefix)}
