@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate(args.data, args.out / variant / "test", weights=folder, fold=fold, log=lambda m: None)
         dice[variant] = {row["patient"]: row["dice"] for row in report["per_patient"]}
         summary[variant] = {key: report[key] for key in ("n_patients", "mean_dice", "median_dice", "min_dice")}
-        summary[variant]["rule"] = {k: chosen[k] for k in ("threshold", "min_component", "min_slice_area")}
+        summary[variant]["rule"] = {
+            k: chosen[k] for k in ("threshold", "min_component", "min_slice_area", "min_extent")
+        }
         summary[variant]["val_mean_dice"] = chosen["val_mean_dice"]
         print(
             f"{variant}: {report['n_patients']} test patients of fold {fold}: mean {report['mean_dice']:.3f} "

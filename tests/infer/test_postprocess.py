@@ -70,3 +70,17 @@ def test_min_slice_area_never_empties_a_volume_the_network_was_sure_about():
     assert apply(prob, post).sum() == 18
     prob[1:3, 5:8, 5:8] = 0.8
     assert not apply(prob, post).any()
+
+
+def test_min_extent_removes_blobs_confined_to_few_slices_and_keeps_the_tumor():
+    prob = np.zeros((12, 40, 40), np.float32)
+    prob[2:7, 5:20, 5:20] = 0.99  # the tumor: 5 slices of 225 voxels
+    prob[9, 25:39, 25:39] = 0.999  # a confident 196-voxel blob on one slice
+    prob[9:11, 2:12, 28:38] = 0.999  # a confident 200-voxel blob on two slices
+    one = apply(prob, PostProcess(0.5, min_extent=2))
+    assert one.sum() == 5 * 225 + 200 and not one[9, 30, 30]
+    three = apply(prob, PostProcess(0.5, min_extent=3))
+    assert three.sum() == 5 * 225 and three[2:7, 5:20, 5:20].all()
+    assert apply(prob, PostProcess(0.5, min_extent=6)).sum() == 5 * 225 + 196 + 200  # all go: confident ones stay
+    prob[prob > 0] = 0.8
+    assert not apply(prob, PostProcess(0.5, min_extent=6)).any()  # nothing confident: the rule stands

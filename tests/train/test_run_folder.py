@@ -97,3 +97,21 @@ def test_resume_file_wins_over_a_stale_state_json_and_new_checkpoints_replace_le
     names = sorted(p.name for p in run.path.iterdir())
     assert names == ["best.safetensors", "calibration.json", "checkpoint.safetensors"]
     assert run.state()["epoch"] == 1
+
+
+def test_a_published_run_without_its_checkpoint_is_finished_when_its_log_holds_every_epoch(tmp_path):
+    """scripts/publish_cv.sh copies weights, config, log and calibration, not the checkpoint."""
+    run = RunFolder(tmp_path / "published")
+    model, _ = _model_and_optimizer()
+    run.path.mkdir()
+    run.write_config(CFG)
+    save_weights(run.best, model)
+    header = "epoch,lr,train_loss,train_dice,train_iou,val_loss,val_dice,val_iou,seconds\n"
+    (run / RunFolder.LOG).write_text(header + "1,0.1,1,0.5,0.4,1,0.60,0.5,9\n")
+    run.write_calibration({"chosen": {}})
+    assert not run.has_checkpoint() and run.config() == CFG
+    assert not run.finished()  # 1 of 2 epochs logged: interrupted
+    (run / RunFolder.LOG).write_text(header + "1,0.1,1,0.5,0.4,1,0.60,0.5,9\n2,0.1,1,0.5,0.4,1,0.55,0.5,9\n")
+    assert run.finished()
+    (run / RunFolder.CALIBRATION).unlink()
+    assert not run.finished()  # calibration asked for, not there

@@ -47,7 +47,8 @@ def consensus_post(posts: Sequence[PostProcess]) -> PostProcess:
         raise ValueError("no members")
     counts = Counter(posts)
     return min(
-        counts, key=lambda p: (-counts[p], p.n_rules, p.threshold, p.min_component, p.min_peak, p.min_slice_area)
+        counts,
+        key=lambda p: (-counts[p], p.n_rules, p.threshold, p.min_component, p.min_peak, p.min_slice_area, p.min_extent),
     )
 
 

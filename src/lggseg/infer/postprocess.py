@@ -1,7 +1,8 @@
 """Turning a probability volume into a mask: threshold, then slice and 3D connected-component cleanup.
 
 The rules only ever remove something for what it is on its own: a slice whose predicted area is
-a speck (``min_slice_area``), a 3D component that is too small or never confidently tumor. None
+a speck (``min_slice_area``), a 3D component that is too small, never confidently tumor, or confined
+to fewer axial slices than ``min_extent`` (a blob on one or two slices, not a tumor). None
 compares components with each other, so a confidently found tumor survives however large a
 false-positive blob elsewhere is. And the rules never empty a volume the network was sure about:
 when they would remove everything, the components of the thresholded mask that reach
@@ -65,9 +66,14 @@ def _peaks(prob: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     return np.asarray(ndimage.maximum(prob, labels, index=np.arange(n + 1)))
 
 
+def _extents(labels: np.ndarray) -> np.ndarray:
+    """How many axial slices each labelled component spans, ``(n,)`` (labels 1..n of a ``(Z, H, W)`` array)."""
+    return np.array([box[0].stop - box[0].start if box else 0 for box in ndimage.find_objects(labels)], dtype=np.int64)
+
+
 def _component_rules(mask: np.ndarray, post: PostProcess, prob: np.ndarray | None) -> np.ndarray:
-    """Apply ``min_component``, ``min_peak`` and the legacy ``keep_largest`` to 3D components of ``mask``."""
-    if not (post.min_component > 0 or post.min_peak > 0 or post.keep_largest) or not mask.any():
+    """Apply ``min_component``, ``min_peak``, ``min_extent`` and the legacy ``keep_largest`` to 3D components."""
+    if not (post.min_component > 0 or post.min_peak > 0 or post.min_extent > 0 or post.keep_largest) or not mask.any():
         return mask
     labels, n = ndimage.label(mask, structure=_CONNECTIVITY)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
@@ -77,6 +83,8 @@ def _component_rules(mask: np.ndarray, post: PostProcess, prob: np.ndarray | Non
         if prob is None:
             raise ValueError("min_peak needs the probability volume")
         keep &= _peaks(prob, labels, n) >= post.min_peak
+    if post.min_extent > 0:
+        keep[1:] &= _extents(labels) >= post.min_extent
     if post.keep_largest:
         keep = np.zeros_like(keep)
         keep[int(sizes.argmax())] = True

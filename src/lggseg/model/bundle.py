@@ -15,8 +15,8 @@ Loading checks before it builds or allocates anything (a hostile file costs noth
 3. the metadata is validated against sane bounds (:func:`unet_config_from`,
    :meth:`PostProcess.__post_init__`, :data:`TTA_MODES`): integer widths and depth within
    :data:`MAX_BASE_WIDTH` and the U-Net's range, channels within 1..16, a finite dropout in
-   [0, 1), a finite threshold in (0, 1), non-negative integers ``min_component`` and
-   ``min_slice_area``, ``min_peak`` in [0, 1), and at most :data:`MAX_PARAMETERS` parameters
+   [0, 1), a finite threshold in (0, 1), non-negative integers ``min_component``,
+   ``min_slice_area`` and ``min_extent``, ``min_peak`` in [0, 1), and at most :data:`MAX_PARAMETERS` parameters
    (counted on PyTorch's ``meta`` device, which allocates nothing);
 4. every tensor's name, shape and dtype must match that architecture, from the header alone;
 5. only then are the tensors deserialised and the model built.
@@ -74,6 +74,8 @@ class PostProcess:
     min_peak: 3D components whose highest probability is below this are removed (0 keeps all).
     min_slice_area: an axial slice whose predicted area is under this many pixels is cleared (0 keeps
         all): the stray specks that make a tumor-free slice count as a false positive.
+    min_extent: 3D components spanning fewer than this many axial slices are removed (0 keeps all):
+        the confident blobs confined to one or two slices that a tumor of 500 voxels or more never is.
     keep_largest: legacy; keep only the largest 3D component (see :mod:`lggseg.infer.postprocess`).
     """
 
@@ -82,6 +84,7 @@ class PostProcess:
     keep_largest: bool = False
     min_peak: float = 0.0
     min_slice_area: int = 0
+    min_extent: int = 0
 
     def __post_init__(self) -> None:
         if not _is_real(self.threshold) or not 0.0 < float(self.threshold) < 1.0:
@@ -94,6 +97,8 @@ class PostProcess:
             raise ValueError(f"min_peak must be a number in [0, 1), got {self.min_peak!r}")
         if not _is_int(self.min_slice_area) or not 0 <= int(self.min_slice_area) <= 2**31:
             raise ValueError(f"min_slice_area must be an integer >= 0, got {self.min_slice_area!r}")
+        if not _is_int(self.min_extent) or not 0 <= int(self.min_extent) <= 2**16:
+            raise ValueError(f"min_extent must be an integer >= 0, got {self.min_extent!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,9 +106,8 @@ class PostProcess:
     @property
     def n_rules(self) -> int:
         """How many cleanup rules are switched on (the simplicity order used for ties)."""
-        return (
-            int(self.min_component > 0) + int(self.min_peak > 0) + int(self.keep_largest) + int(self.min_slice_area > 0)
-        )
+        switches = (self.min_component > 0, self.min_peak > 0, self.keep_largest, self.min_slice_area > 0)
+        return sum(switches) + int(self.min_extent > 0)
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,7 @@ def merge_folds(data: str | Path, out: str | Path, n_folds: int, log: Callable[[
         report = json.loads((fold_dir(out, k) / "test" / "metrics.json").read_text())
         if report.get("fold") != k:
             raise LggsegError(f"{fold_dir(out, k) / 'test'}: holds a report of fold {report.get('fold')}, not fold {k}")
-        config = run.state()["config"]
+        config = run.config()
         if first_recipe is None:
             first_recipe = recipe(config)
         check_same_recipe(first_recipe, recipe(config), f"{run.path} (compared with the first fold)")
@@ -206,7 +206,7 @@ def merge_folds(data: str | Path, out: str | Path, n_folds: int, log: Callable[[
                 "mean_dice": report["mean_dice"],
                 "median_dice": report["median_dice"],
                 "min_dice": report["min_dice"],
-                "epochs": config["epochs"],
+                "epochs": config.epochs,
                 "run": str(run.path.relative_to(out)) if run.path.is_relative_to(out) else str(run.path),
                 "weights_sha256": report["weights_sha256"],
                 "tta": report["tta"],

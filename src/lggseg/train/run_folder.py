@@ -21,6 +21,7 @@ only when it is missing); the first checkpoint written by this version replaces 
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from lggseg.errors import LggsegError
 from lggseg.io import atomic
 from lggseg.model.bundle import BEST_NAME, read_safetensors, save_weights
 from lggseg.model.unet import UNet
-from lggseg.train.config import TrainConfig, config_from_dict, dump_config
+from lggseg.train.config import TrainConfig, config_from_dict, dump_config, load_config
 
 
 class RunFolder:
@@ -99,17 +100,32 @@ class RunFolder:
         raise LggsegError(f"{self.path}: not a run folder to resume (no {self.CHECKPOINT})")
 
     def config(self) -> TrainConfig:
-        """The config the run was trained with (from its checkpoint)."""
+        """The config the run was trained with: from its checkpoint, or from ``config.yaml`` in a
+        published run (one copied without its checkpoint, as ``scripts/publish_cv.sh`` does)."""
+        if not self.has_checkpoint() and (self.path / self.CONFIG).exists():
+            return load_config(self.path / self.CONFIG)
         return config_from_dict(self.state().get("config", {}), str(self.path))
 
     def finished(self) -> bool:
         """True when training ended by its own rule (all epochs, or early stop) and, if the
-        config asks for calibration, was calibrated. An interrupted run is not finished."""
-        if not self.has_checkpoint() or not self.best.exists():
+        config asks for calibration, was calibrated. An interrupted run is not finished. A
+        published run (no checkpoint) counts as finished when its log holds every epoch, or
+        stops where the early-stop rule stopped it."""
+        if not self.best.exists():
             return False
-        state = self.state()
-        cfg = config_from_dict(state["config"], str(self.path))
-        ended = state["epoch"] + 1 >= cfg.epochs or stops_early(cfg, state["epoch"], state["best_epoch"])
+        if self.has_checkpoint():
+            state = self.state()
+            cfg = config_from_dict(state["config"], str(self.path))
+            last, best = state["epoch"], state["best_epoch"]
+        elif (self.path / self.CONFIG).exists() and (self.path / self.LOG).exists():
+            cfg = self.config()
+            val_dice = [float(row["val_dice"]) for row in csv.DictReader((self.path / self.LOG).open())]
+            if not val_dice:
+                return False
+            last, best = len(val_dice) - 1, max(range(len(val_dice)), key=val_dice.__getitem__)
+        else:
+            return False
+        ended = last + 1 >= cfg.epochs or stops_early(cfg, last, best)
         return ended and (not cfg.calibrate or self.calibration.exists())
 
     # ------------------------------------------------------------------------------ writing
