@@ -13,7 +13,9 @@ A run folder holds::
     calibration.json         the post-processing chosen on validation patients
 
 The checkpoint is the only authoritative source of the training state: every reader (resume,
-``run_finished``, ``cv``) goes through :meth:`RunFolder.state`. Folders written by earlier versions
+``run_finished``, ``cv``) goes through :meth:`RunFolder.state`. A published run folder (copied
+without its checkpoint, as ``scripts/publish_cv.sh`` does) is read from ``config.yaml`` and
+``log.csv``: it can be calibrated again, evaluated and merged, not resumed. Folders written by earlier versions
 (``resume.safetensors`` plus the copies ``last.safetensors``, ``optimizer.safetensors`` and
 ``state.json``) are read as they are: their ``resume.safetensors`` is the checkpoint (``state.json``
 only when it is missing); the first checkpoint written by this version replaces them.
@@ -119,7 +121,8 @@ class RunFolder:
             last, best = state["epoch"], state["best_epoch"]
         elif (self.path / self.CONFIG).exists() and (self.path / self.LOG).exists():
             cfg = self.config()
-            val_dice = [float(row["val_dice"]) for row in csv.DictReader((self.path / self.LOG).open())]
+            rows = csv.DictReader((self.path / self.LOG).read_text().splitlines())
+            val_dice = [float(row["val_dice"]) for row in rows]
             if not val_dice:
                 return False
             last, best = len(val_dice) - 1, max(range(len(val_dice)), key=val_dice.__getitem__)
