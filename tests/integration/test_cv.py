@@ -16,6 +16,7 @@ import pytest
 
 from lggseg.commands.cli import main
 from lggseg.data.splits import canonical_folds, fold_of
+from lggseg.train.cv import runs_with_weights
 
 pytestmark = pytest.mark.slow
 
@@ -117,6 +118,18 @@ def test_cv_folds_run_separately_then_merge(tmp_path: Path, two_fold_data: Path,
     assert (
         full["complete"] and full["n_patients"] == 4 and "fold 2: none of its test patients" in capsys.readouterr().out
     )
+
+    # a published copy (no checkpoints, as scripts/publish_cv.sh makes it) is calibrated again and merged again
+    published = tmp_path / "published"
+    shutil.copytree(cv, published, ignore=shutil.ignore_patterns("checkpoint.safetensors", "metrics.json"))
+    assert runs_with_weights(published) == [published / "fold_0" / "run", published / "fold_1" / "run"]
+    assert run_cli("calibrate", str(published / "fold_0" / "run"), "--data", str(two_fold_data)) == 0
+    assert run_cli(*base[:6], str(published), "--folds", "2", "--merge-only") == 0
+    again = json.loads((published / "metrics.json").read_text())
+    assert sorted(row["patient"] for row in again["per_patient"]) == names
+    assert (published / "fold_1" / "test" / "metrics.json").exists() and not (
+        published / "fold_1" / "run" / "checkpoint.safetensors"
+    ).exists()
 
 
 def test_cv_refuses_a_different_recipe_for_existing_folds(
