@@ -27,10 +27,10 @@ from scipy import ndimage
 from lggseg.data.dataset import index_dataset, load_volume
 from lggseg.evaluation import metrics
 from lggseg.infer import postprocess
+from lggseg.infer.ensemble import cv_fold_weights
 from lggseg.infer.segmenter import InferenceConfig, Segmenter
 from lggseg.io import atomic
 from lggseg.model.bundle import load_weights
-from lggseg.train.cv import runs_with_weights
 
 CONNECTIVITY = ndimage.generate_binary_structure(3, 3)  # the components post-processing judges
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cv", type=Path, required=True, help="CV folder: fold_K/run/{best.safetensors,split.json}")
     parser.add_argument("--out", type=Path, required=True, help="JSON report")
     args = parser.parse_args(argv)
-    runs = runs_with_weights(args.cv)
+    runs = [weights.parent for weights in cv_fold_weights(args.cv)]
     if not runs:
         print(f"error: {args.cv}: no fold_K/run/best.safetensors", file=sys.stderr)
         return 2

@@ -27,11 +27,11 @@ from lggseg.data.dataset import PatientFiles, index_dataset, load_volume
 from lggseg.evaluation import metrics
 from lggseg.evaluation.cohort import paired_summary
 from lggseg.infer import postprocess
+from lggseg.infer.ensemble import cv_fold_weights
 from lggseg.infer.segmenter import InferenceConfig, Segmenter
 from lggseg.io import atomic
 from lggseg.model.bundle import load_weights
 from lggseg.train.calibrate import RULES, score, select_rule
-from lggseg.train.cv import runs_with_weights
 
 MODES = ("none", "flip")
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="JSON report")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)
-    runs = runs_with_weights(args.cv)
+    runs = [weights.parent for weights in cv_fold_weights(args.cv)]
     if not runs:
         print(f"error: {args.cv}: no fold_K/run/best.safetensors", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ import pytest
 
 from lggseg.commands.cli import main
 from lggseg.data.splits import canonical_folds, fold_of
-from lggseg.train.cv import runs_with_weights
+from lggseg.infer.ensemble import cv_fold_weights
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +122,7 @@ def test_cv_folds_run_separately_then_merge(tmp_path: Path, two_fold_data: Path,
     # a published copy (no checkpoints, as scripts/publish_cv.sh makes it) is calibrated again and merged again
     published = tmp_path / "published"
     shutil.copytree(cv, published, ignore=shutil.ignore_patterns("checkpoint.safetensors", "metrics.json"))
-    assert runs_with_weights(published) == [published / "fold_0" / "run", published / "fold_1" / "run"]
+    assert cv_fold_weights(published) == [published / f"fold_{k}" / "run" / "best.safetensors" for k in (0, 1)]
     assert run_cli("calibrate", str(published / "fold_0" / "run"), "--data", str(two_fold_data)) == 0
     assert run_cli(*base[:6], str(published), "--folds", "2", "--merge-only") == 0
     again = json.loads((published / "metrics.json").read_text())

@@ -23,6 +23,11 @@ from lggseg.infer.backends import Backend
 from lggseg.model.bundle import BEST_NAME, ModelBundle, PostProcess, load_weights
 
 
+def cv_fold_weights(folder: str | Path) -> list[Path]:
+    """A cross-validation folder's trained fold models, ``fold_<k>/run/best.safetensors``, in fold order."""
+    return sorted(Path(folder).glob(f"fold_*/run/{BEST_NAME}"), key=lambda p: p.parent.parent.name)
+
+
 def ensemble_members(folder: str | Path) -> list[Path]:
     """The weights files of an ensemble folder, or ``[]`` when ``folder`` is not one.
 
@@ -32,7 +37,7 @@ def ensemble_members(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    folds = sorted(folder.glob(f"fold_*/run/{BEST_NAME}"), key=lambda p: p.parent.parent.name)
+    folds = cv_fold_weights(folder)
     if folds:
         return folds
     if (folder / BEST_NAME).exists():

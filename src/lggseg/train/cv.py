@@ -34,7 +34,7 @@ from lggseg.evaluation import cohort, figures, metrics
 from lggseg.evaluation.evaluate import evaluate
 from lggseg.evaluation.report import PROTOCOL, OverlayCase, write_report
 from lggseg.infer.segmenter import Segmenter
-from lggseg.model.bundle import BEST_NAME, sha256_of
+from lggseg.model.bundle import sha256_of
 from lggseg.train import distributed
 from lggseg.train.config import TrainConfig, config_from_dict
 from lggseg.train.run_folder import RunFolder
@@ -50,11 +50,6 @@ def fold_dir(out: str | Path, fold: int) -> Path:
 def fold_run(out: str | Path, fold: int) -> RunFolder:
     """The run folder of fold ``fold``: ``out/fold_<fold>/run``."""
     return RunFolder(fold_dir(out, fold) / "run")
-
-
-def runs_with_weights(out: str | Path) -> list[Path]:
-    """The fold run folders of a CV folder that hold weights (``fold_K/run/best.safetensors``), in fold order."""
-    return sorted(p for p in Path(out).glob("fold_*/run") if (p / BEST_NAME).exists())
 
 
 def test_patients(data: str | Path, n_folds: int) -> dict[int, list[str]]:

@@ -209,7 +209,6 @@ class RunFolder:
 
     def write_log(self, history: list[dict[str, Any]], fields: list[str]) -> None:
         """``log.csv`` and ``curves.png`` from the epoch history."""
-        import csv
         import io
 
         from lggseg.evaluation.figures import training_curves
