@@ -47,6 +47,26 @@ def test_institution_and_group_rows():
     assert groups[1]["false_positive_rate_empty_slices"] is None
 
 
+def test_size_rows_group_by_annotated_voxels_smallest_first():
+    assert [cohort.size_group(v) for v in (0, 4_999, 5_000, 19_999, 20_000, 73_567)] == [
+        "under 5k",
+        "under 5k",
+        "5k-10k",
+        "10k-20k",
+        "20k-40k",
+        "40k and up",
+    ]
+    rows = [
+        {"patient": "a", "dice": 0.9, "volume_true": 50_000},
+        {"patient": "b", "dice": 0.4, "volume_true": 1_870},
+        {"patient": "c", "dice": 0.6, "volume_true": 4_940},
+        {"patient": "d", "dice": 0.8, "volume_true": 12_000},
+    ]
+    groups = cohort.size_rows(rows)
+    assert [g["tumor_voxels"] for g in groups] == ["under 5k", "10k-20k", "40k and up"]  # not alphabetical
+    assert groups[0]["n_patients"] == 2 and groups[0]["mean_dice"] == pytest.approx(0.5)
+
+
 def test_paired_summary_counts_improvements_and_describes_itself():
     from lggseg.evaluation.cohort import bootstrap_mean_interval, paired_summary
 

@@ -95,6 +95,8 @@ def test_cv_folds_run_separately_then_merge(tmp_path: Path, two_fold_data: Path,
     low, high = report["mean_dice_ci95"]
     assert min(dices) <= low <= report["mean_dice"] <= high <= max(dices)
     assert sum(row["n_patients"] for row in report["institutions"]) == 4
+    assert sum(row["n_patients"] for row in report["tumor_sizes"]) == 4
+    assert (cv / "per_tumor_size.csv").read_text().startswith("tumor_voxels,n_patients,mean_dice")
     assert (cv / "per_fold.csv").read_text().count("\n") == 3  # header + 2 folds
     assert (cv / "dice_by_group.png").stat().st_size > 10_000
     fold_reports = [json.loads((cv / f"fold_{k}" / "test" / "metrics.json").read_text()) for k in range(2)]

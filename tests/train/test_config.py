@@ -39,3 +39,15 @@ def test_holdout_must_be_a_list(tmp_path):
     (tmp_path / "h.yaml").write_text("holdout: TCGA_CS_4944_20010208\n")
     with pytest.raises(LggsegError, match="holdout"):
         load_config(tmp_path / "h.yaml")
+
+
+def test_v5_candidate_is_v3_with_patient_balanced_tumor_draws():
+    v3 = load_config(ROOT / "configs" / "lgg_unet12_v3.yaml")
+    v5 = load_config(ROOT / "configs" / "lgg_unet12_v5.yaml")
+    assert v5.tumor_balance == 0.5 and v5.replace(tumor_balance=0.0) == v3
+
+
+def test_tumor_balance_outside_0_1_is_a_user_error(tmp_path):
+    (tmp_path / "t.yaml").write_text("tumor_balance: 2\n")
+    with pytest.raises(LggsegError, match="tumor_balance"):
+        load_config(tmp_path / "t.yaml")

@@ -34,6 +34,24 @@ def test_draw_epoch_takes_the_asked_shares():
     assert torch.equal(plain, again)
 
 
+def test_tumor_balance_gives_each_patient_its_share_of_the_tumor_draws():
+    # a has 6 tumor slices, b has 2: drawn slice by slice, a gets 3/4 of the tumor draws
+    bank = SliceBank.from_volumes([volume("a", 10, range(3, 9)), volume("b", 20, range(2, 4))])
+    assert bank.volume_tumor_slices.tolist() == [6] * 10 + [2] * 20
+
+    def share_of_a(balance: float) -> float:
+        order = draw_epoch(bank, 8000, 1.0, torch.Generator().manual_seed(0), tumor_balance=balance)
+        assert np.isin(order.numpy(), bank.tumor.numpy()).all()
+        return float((order < 10).float().mean())
+
+    assert abs(share_of_a(0.0) - 0.75) < 0.02
+    assert abs(share_of_a(1.0) - 0.5) < 0.02  # per patient: half each
+    assert abs(share_of_a(0.5) - 6**0.5 / (6**0.5 + 2**0.5)) < 0.02  # weights 6 * 6^-0.5 against 2 * 2^-0.5
+    # off by default: the same draw as before the option existed
+    plain = draw_epoch(bank, 1000, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(plain, draw_epoch(bank, 1000, 0.5, torch.Generator().manual_seed(0), tumor_balance=0.0))
+
+
 def test_bank_inputs_take_neighbours_from_the_slice_own_volume_only():
     a, b = volume("a", 3, range(1, 2)), volume("b", 4, range(0, 1))
     b.images[:] = 200  # volume b is uniformly 200, a is random below 255: a crossed bound would show

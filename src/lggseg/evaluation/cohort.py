@@ -61,6 +61,28 @@ def institution(patient: str) -> str:
     return parts[1] if len(parts) >= 3 and parts[0] == "TCGA" else "?"
 
 
+SIZE_BINS: tuple[tuple[int, str], ...] = (
+    (0, "under 5k"),
+    (5_000, "5k-10k"),
+    (10_000, "10k-20k"),
+    (20_000, "20k-40k"),
+    (40_000, "40k and up"),
+)
+"""Tumor-size groups: (lowest annotated voxel count, label). Small tumors are where Dice is hardest."""
+
+
+def size_group(volume_true: int) -> str:
+    """The :data:`SIZE_BINS` label of a patient's annotated tumor volume in voxels."""
+    return [label for low, label in SIZE_BINS if volume_true >= low][-1]
+
+
+def size_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`group_rows` by annotated tumor size (``tumor_voxels``), smallest group first."""
+    order = [label for _, label in SIZE_BINS]
+    groups = group_rows(rows, lambda r: size_group(int(r["volume_true"])), "tumor_voxels")
+    return sorted(groups, key=lambda g: order.index(g["tumor_voxels"]))
+
+
 def group_rows(rows: Sequence[dict[str, Any]], key: Callable[[dict[str, Any]], Any], name: str) -> list[dict[str, Any]]:
     """One summary row per group of patients: ``{name: group, n_patients, mean/median/min Dice, ...}``."""
     groups: dict[Any, list[dict[str, Any]]] = {}
@@ -86,6 +108,6 @@ def group_rows(rows: Sequence[dict[str, Any]], key: Callable[[dict[str, Any]], A
 
 
 def write_group_csv(groups: Sequence[dict[str, Any]], path: Path) -> None:
-    """One summary row per group (fold or institution), as CSV."""
+    """One summary row per group (fold, institution or tumor size), as CSV."""
     if groups:
         write_csv(groups, path, list(groups[0]))

@@ -7,11 +7,11 @@ overlays themselves (pure numpy) are drawn by :mod:`lggseg.evaluation.render`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lggseg.evaluation.cohort import institution
+from lggseg.evaluation.cohort import SIZE_BINS, institution, size_group
 from lggseg.evaluation.render import overlay
 from lggseg.io.atomic import atomic_path
 
@@ -163,17 +163,20 @@ def patient_summary(
 
 
 def dice_by_group(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
-    """Per-patient Dice as dots, grouped by fold (left) and by institution (right), with group medians."""
+    """Per-patient Dice as dots, grouped by fold, by institution and by tumor size, with group medians."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [1, 1.6]})
-    for ax, key, title in (
-        (axes[0], lambda r: f"fold {r['fold']}", "by fold"),
-        (axes[1], lambda r: institution(r["patient"]), "by institution"),
-    ):
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4), gridspec_kw={"width_ratios": [1, 1.3, 1.2]})
+    sizes = [label for _, label in SIZE_BINS]
+    panels: list[tuple[Any, Callable[[dict[str, Any]], str], Callable[[str], Any], str]] = [
+        (axes[0], lambda r: f"fold {r['fold']}", str, "by fold"),
+        (axes[1], lambda r: institution(r["patient"]), str, "by institution"),
+        (axes[2], lambda r: size_group(int(r["volume_true"])), sizes.index, "by tumor voxels"),
+    ]
+    for ax, key, order, title in panels:
         groups: dict[str, list[float]] = {}
         for row in rows:
             groups.setdefault(key(row), []).append(row["dice"])
-        names = sorted(groups)
+        names = sorted(groups, key=order)
         rng = np.random.default_rng(0)
         for i, name in enumerate(names):
             values = np.asarray(groups[name])
@@ -182,7 +185,7 @@ def dice_by_group(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
         ax.set_xticks(range(len(names)), [f"{n}\n(n={len(groups[n])})" for n in names], fontsize=8)
         ax.set_ylim(0, 1.02)
         ax.set_ylabel("per-patient 3D Dice")
-        ax.set_title(f"Out-of-fold Dice {title} (bar = median)")
+        ax.set_title(f"Out-of-fold Dice {title} (bar = median)", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     _save(fig, path)

@@ -30,6 +30,7 @@ class TrainConfig:
     fg_fraction: float = 0.5
     vertex_fraction: float = 0.0  # share of samples from tumor-free slices in the top fifth of a volume
     hard_negative_prob: float = 0.0  # a tumor-free slice's crop is centred on bright FLAIR with this probability
+    tumor_balance: float = 0.0  # tumor slice weight: (tumor slices of its volume) ** -balance; 1 = per patient
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
@@ -63,6 +64,7 @@ class TrainConfig:
                 "vertex_fraction must be >= 0 and fg_fraction + vertex_fraction <= 1",
             ),
             (0.0 <= self.hard_negative_prob <= 1.0, "hard_negative_prob must be in [0, 1]"),
+            (0.0 <= self.tumor_balance <= 1.0, "tumor_balance must be in [0, 1]"),
             (self.lr > 0, "lr must be > 0"),
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1) (0 = no weight average)"),
             (self.n_validation >= 1, "n_validation must be >= 1"),

@@ -228,11 +228,13 @@ def merge_folds(data: str | Path, out: str | Path, n_folds: int, log: Callable[[
     for fold_row, group in zip(folds, cohort.group_rows(rows, lambda r: r["fold"], "fold")):
         fold_row["false_positive_rate_empty_slices"] = group["false_positive_rate_empty_slices"]
     institutions = cohort.group_rows(rows, lambda r: cohort.institution(r["patient"]), "institution")
+    sizes = cohort.size_rows(rows)
     report = {
         **summary,
         "mean_dice_ci95": [ci_low, ci_high],
         "mean_dice_ci95_method": "percentile bootstrap over patients, 10000 resamples, seed 0",
         "institutions": institutions,
+        "tumor_sizes": sizes,
         "protocol": PROTOCOL,
         "selection": "out-of-fold: every patient predicted once, by the model of the canonical fold that held it out",
         "skipped": sum(len(canonical_folds()[k]) for k in range(n_folds)) - len(expected),
@@ -247,6 +249,7 @@ def merge_folds(data: str | Path, out: str | Path, n_folds: int, log: Callable[[
     write_report(report, out, overlay_cases(data, out, rows))
     cohort.write_group_csv(folds, out / "per_fold.csv")
     cohort.write_group_csv(institutions, out / "per_institution.csv")
+    cohort.write_group_csv(sizes, out / "per_tumor_size.csv")
     figures.dice_by_group(rows, out / "dice_by_group.png")
     log(
         f"out-of-fold report over {report['n_patients']} patients in {len(folds)} fold(s): mean Dice "

@@ -87,7 +87,9 @@ def train_one_epoch(ctx: EpochContext, epoch: int) -> dict[str, float]:
     cfg, dist, steps = ctx.cfg, ctx.dist, ctx.steps_per_epoch
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     torch.manual_seed(cfg.seed * 7_919 + epoch + 104_729 * dist.rank)
-    order = draw_epoch(ctx.bank, steps * cfg.batch_size, cfg.fg_fraction, generator, cfg.vertex_fraction)
+    order = draw_epoch(
+        ctx.bank, steps * cfg.batch_size, cfg.fg_fraction, generator, cfg.vertex_fraction, cfg.tumor_balance
+    )
     mine = distributed.shard(order, dist)  # this rank's share; all of ``order`` alone
     augment_generator = (
         generator if dist.world_size == 1 else distributed.rank_generator(cfg.seed * 100_003 + epoch, dist)

@@ -28,7 +28,8 @@ class SliceBank:
     slices with a non-empty mask; vertex: indices of tumor-free slices in the top
     :data:`VERTEX_SHARE` of their volume (slices run inferior to superior), where bright cortex
     and skull rim are most often taken for tumor; first, last: ``(N,)`` bank indices of the first
-    and last slice of each slice's volume (the bounds of a 2.5D neighbourhood).
+    and last slice of each slice's volume (the bounds of a 2.5D neighbourhood); volume_tumor_slices:
+    ``(N,)`` how many tumor slices each slice's volume has (for patient-balanced tumor draws).
     """
 
     images: torch.Tensor
@@ -38,6 +39,7 @@ class SliceBank:
     vertex: torch.Tensor
     first: torch.Tensor
     last: torch.Tensor
+    volume_tumor_slices: torch.Tensor
 
     @classmethod
     def from_volumes(cls, volumes: list[Volume]) -> SliceBank:
@@ -48,6 +50,7 @@ class SliceBank:
         top = np.concatenate([np.arange(len(v.images)) >= (1 - VERTEX_SHARE) * len(v.images) for v in volumes])
         sizes = np.array([len(v.images) for v in volumes])
         ends = np.cumsum(sizes)
+        tumor_counts = np.array([int(v.require_masks().reshape(len(v.images), -1).any(1).sum()) for v in volumes])
         return cls(
             torch.from_numpy(images),
             torch.from_numpy(masks),
@@ -56,6 +59,7 @@ class SliceBank:
             torch.from_numpy(np.flatnonzero(top & ~has_tumor)),
             torch.from_numpy(np.repeat(ends - sizes, sizes)),
             torch.from_numpy(np.repeat(ends - 1, sizes)),
+            torch.from_numpy(np.repeat(tumor_counts, sizes)),
         )
 
     def __len__(self) -> int:
@@ -77,17 +81,30 @@ class SliceBank:
 
 
 def draw_epoch(
-    bank: SliceBank, n: int, fg_fraction: float, generator: torch.Generator, vertex_fraction: float = 0.0
+    bank: SliceBank,
+    n: int,
+    fg_fraction: float,
+    generator: torch.Generator,
+    vertex_fraction: float = 0.0,
+    tumor_balance: float = 0.0,
 ) -> torch.Tensor:
     """Indices for one epoch: ``fg_fraction`` from tumor slices, ``vertex_fraction`` from tumor-free
-    vertex slices (hard negatives), the rest from all slices, shuffled."""
+    vertex slices (hard negatives), the rest from all slices, shuffled.
+
+    ``tumor_balance`` weighs each tumor slice by ``t ** -tumor_balance``, where ``t`` is the number of
+    tumor slices of its volume: 0 draws every tumor slice equally often (large tumors, with many
+    slices, dominate), 1 gives every patient the same share of the tumor draws (a small tumor's few
+    slices weigh as much as a large tumor's many).
+    """
     n_fg = int(round(n * fg_fraction)) if len(bank.tumor) else 0
     n_vertex = min(int(round(n * vertex_fraction)), n - n_fg) if len(bank.vertex) else 0
-    fg = (
-        bank.tumor[torch.randint(len(bank.tumor), (n_fg,), generator=generator)]
-        if n_fg
-        else torch.empty(0, dtype=torch.long)
-    )
+    if not n_fg:
+        fg = torch.empty(0, dtype=torch.long)
+    elif tumor_balance > 0:
+        weights = bank.volume_tumor_slices[bank.tumor].double() ** -tumor_balance
+        fg = bank.tumor[torch.multinomial(weights, n_fg, replacement=True, generator=generator)]
+    else:  # the plain uniform draw, so runs from before the option resume bit for bit
+        fg = bank.tumor[torch.randint(len(bank.tumor), (n_fg,), generator=generator)]
     parts = [fg]
     if n_vertex:  # no draw at all when off, so older runs resume bit for bit
         parts.append(bank.vertex[torch.randint(len(bank.vertex), (n_vertex,), generator=generator)])
