@@ -10,7 +10,7 @@ weights=best.safetensors
 overlays=overlays.png
 if [ "${3:-}" = "--light" ]; then weights=""; overlays=""; fi
 mkdir -p "$dest"
-for f in metrics.json per_patient.csv per_fold.csv per_institution.csv dice_per_patient.png dice_by_group.png $overlays; do
+for f in metrics.json per_patient.csv per_fold.csv per_institution.csv per_tumor_size.csv dice_per_patient.png dice_by_group.png $overlays; do
   [ -f "$src/$f" ] && cp "$src/$f" "$dest/$f"
 done
 for fold in "$src"/fold_*; do
