@@ -1,7 +1,7 @@
 """Render an ``lggseg evaluate`` or ``lggseg cv`` metrics.json as the Markdown tables of MODEL_CARD.md.
 
 python scripts/metrics_table.py EV/metrics.json
-python scripts/metrics_table.py docs/cv/metrics.json     # adds the per-fold and per-institution tables
+python scripts/metrics_table.py docs/cv/metrics.json     # adds the per-fold, per-institution and per-tumor-size tables
 """
 
 from __future__ import annotations
@@ -47,12 +47,15 @@ def main(path: str) -> None:
                 f"| {fold['fold']} | {fold['n_patients']} | {fmt(fold['mean_dice'])} | {fmt(fold['median_dice'])} | "
                 f"{fmt(fold['min_dice'])} | {fmt(fold.get('false_positive_rate_empty_slices'))} | {rule} |"
             )
-    if "institutions" in report:
-        print("\n| institution | patients | mean Dice | median | min | FP rate on tumor-free slices |")
+    groups = (("institutions", "institution", "institution"), ("tumor_sizes", "tumor_voxels", "tumor voxels"))
+    for key, column, title in groups:
+        if key not in report:
+            continue
+        print(f"\n| {title} | patients | mean Dice | median | min | FP rate on tumor-free slices |")
         print("|---|---|---|---|---|---|")
-        for row in report["institutions"]:
+        for row in report[key]:
             print(
-                f"| {row['institution']} | {row['n_patients']} | {fmt(row['mean_dice'])} | {fmt(row['median_dice'])} | "
+                f"| {row[column]} | {row['n_patients']} | {fmt(row['mean_dice'])} | {fmt(row['median_dice'])} | "
                 f"{fmt(row['min_dice'])} | {fmt(row['false_positive_rate_empty_slices'])} |"
             )
     print()
