@@ -29,7 +29,7 @@ import numpy as np
 
 from lggseg.data.dataset import PatientFiles, index_dataset, load_volume
 from lggseg.evaluation import metrics
-from lggseg.evaluation.cohort import paired_summary
+from lggseg.evaluation.cohort import headline, paired_summary
 from lggseg.infer import postprocess
 from lggseg.infer.segmenter import InferenceConfig, Segmenter
 from lggseg.io import atomic
@@ -109,11 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     report["paired_ensemble_minus_first"] = paired.to_dict()
     atomic.write_text(args.out, json.dumps(report, indent=1) + "\n")
     for way in ways:
-        s = report["summary"][way]
-        print(
-            f"{way}: {s['n_patients']} patients, mean {s['mean_dice']:.3f} median {s['median_dice']:.3f} "
-            f"min {s['min_dice']:.3f}, FP {s['false_positive_rate_empty_slices']:.1%}"
-        )
+        print(f"{way}: {headline(report['summary'][way])}")
     print(f"ensemble - {ways[0]}: {paired.describe()}")
     return 0
 

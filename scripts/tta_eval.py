@@ -25,7 +25,7 @@ from typing import Any
 
 from lggseg.data.dataset import PatientFiles, index_dataset, load_volume
 from lggseg.evaluation import metrics
-from lggseg.evaluation.cohort import paired_summary
+from lggseg.evaluation.cohort import headline, paired_summary
 from lggseg.infer import postprocess
 from lggseg.infer.ensemble import cv_fold_weights
 from lggseg.infer.segmenter import InferenceConfig, Segmenter
@@ -95,11 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     report["paired_flip_minus_none"] = paired.to_dict()
     atomic.write_text(args.out, json.dumps(report, indent=1) + "\n")
     for mode in MODES:
-        s = report["summary"][mode]
-        print(
-            f"TTA {mode}: {s['n_patients']} patients, mean {s['mean_dice']:.3f} median {s['median_dice']:.3f} "
-            f"min {s['min_dice']:.3f}, FP {s['false_positive_rate_empty_slices']:.1%}"
-        )
+        print(f"TTA {mode}: {headline(report['summary'][mode])}")
     print(f"flip - none: {paired.mean:+.3f} (95% CI {paired.low:+.3f} to {paired.high:+.3f}), {paired.n_better} better")
     return 0
 

@@ -67,6 +67,12 @@ def test_size_rows_group_by_annotated_voxels_smallest_first():
     assert groups[0]["n_patients"] == 2 and groups[0]["mean_dice"] == pytest.approx(0.5)
 
 
+def test_headline_is_one_line_with_the_protocol_numbers():
+    summary = {"n_patients": 81, "mean_dice": 0.84531, "median_dice": 0.8862, "min_dice": 0.3846}
+    line = cohort.headline({**summary, "false_positive_rate_empty_slices": 0.0283})
+    assert line == "81 patients, mean 0.845 median 0.886 min 0.385, FP 2.8%"
+
+
 def test_paired_summary_counts_improvements_and_describes_itself():
     from lggseg.evaluation.cohort import bootstrap_mean_interval, paired_summary
 
