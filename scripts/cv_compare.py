@@ -5,7 +5,8 @@
 One row per fold that both have finished: each recipe's mean / median / min per-patient Dice and
 false-positive rate on tumor-free slices (``fold_K/test/metrics.json``), and the paired difference
 new - old on the same test patients (mean, 95% bootstrap interval with patients resampled, how many
-improved). A last row pools the patients of every fold both have finished. Each recipe is one
+improved). A last row pools the patients of every fold both have finished; a second table pools
+them by annotated tumor size (:data:`lggseg.evaluation.cohort.SIZE_BINS`). Each recipe is one
 training run per fold, so a difference is recipe plus run-to-run noise (docs/ablation/README.md
 measured about 0.04 mean Dice from the seed alone on one fold of the short schedule).
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from ablation_table import dice_cells, per_patient_dice  # scripts/ablation_table.py, beside this file
 
-from lggseg.evaluation.cohort import paired_summary
+from lggseg.evaluation.cohort import SIZE_BINS, paired_summary, size_group
 
 
 def paired(new: dict[str, float], old: dict[str, float]) -> str:
@@ -50,6 +51,30 @@ def pooled(reports: list[Path]) -> dict:
         "min_dice": min(dices),
         "false_positive_rate_empty_slices": sum(r["n_false_positive_slices"] for r in rows) / empty,
     }
+
+
+def tumor_voxels(reports: list[Path]) -> dict[str, int]:
+    """Each patient's annotated tumor volume in voxels, from the fold reports' per_patient.csv."""
+    return {
+        row["patient"]: int(row["volume_true"])
+        for report in reports
+        for row in csv.DictReader((report / "per_patient.csv").open())
+    }
+
+
+def print_by_size(new: dict[str, float], old: dict[str, float], voxels: dict[str, int], names: tuple[str, str]) -> None:
+    """Mean Dice of each recipe and the paired difference, per tumor-size group."""
+    print(
+        f"\n| annotated tumor voxels | n | {names[0]}: mean Dice | {names[1]}: mean Dice | paired difference (95% CI) |"
+    )
+    print("|---|---|---|---|---|")
+    for _, label in SIZE_BINS:
+        group = sorted(p for p in set(new) & set(old) if size_group(voxels[p]) == label)
+        if group:
+            new_mean = statistics.fmean(new[p] for p in group)
+            old_mean = statistics.fmean(old[p] for p in group)
+            diff = paired_summary([new[p] - old[p] for p in group]).describe()
+            print(f"| {label} | {len(group)} | {new_mean:.3f} | {old_mean:.3f} | {diff} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         label = "folds " + "+".join(f.split("_")[1] for f in folds)
         old_cells = dice_cells(old_m).split(" | ", 1)[1]
         print(f"| **{label}** | {dice_cells(new_m)} | {old_cells} | {paired(new_all, old_all)} |")
+    voxels = tumor_voxels([args.old / f / "test" for f in folds])
+    print_by_size(new_all, old_all, voxels, (args.new.name, args.old.name))
     return 0
 
 
