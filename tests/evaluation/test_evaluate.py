@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lggseg.evaluation import cohort
 from lggseg.evaluation.evaluate import evaluate, evaluation_note
 from lggseg.model.bundle import save_weights
 from lggseg.model.unet import UNet, UNetConfig
@@ -40,3 +41,10 @@ def test_report_lists_the_patients_the_model_saw(sample_dir, tmp_path, info, see
     assert report["patients_seen_in_training"] == seen
     assert report["patients_provenance_unknown"] == unknown
     assert report["test_result_note"].startswith(note) and lines[-1] == report["test_result_note"]
+    # the same numbers by annotated tumor size: each patient counted once, in its size group
+    groups = {g["tumor_voxels"]: g["n_patients"] for g in report["tumor_sizes"]}
+    expected: dict[str, int] = {}
+    for row in report["per_patient"]:
+        label = cohort.size_group(row["volume_true"])
+        expected[label] = expected.get(label, 0) + 1
+    assert groups == expected and sum(groups.values()) == 2

@@ -1,7 +1,8 @@
 """Evaluation by the protocol of docs/protocol.md: per-patient 3D Dice on the original grid, after
 the predict path's own post-processing, summarised over patients.
 
-Writes ``metrics.json`` (headline numbers + ``per_patient``), ``per_patient.csv``,
+Writes ``metrics.json`` (headline numbers, ``tumor_sizes`` (the same numbers by annotated tumor
+size) + ``per_patient``), ``per_patient.csv``,
 ``dice_per_patient.png`` and ``overlays.png`` (best, median and worst slices).
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 from lggseg.data.dataset import PatientFiles, index_dataset, load_volume
 from lggseg.data.splits import split_for_fold
 from lggseg.errors import LggsegError
-from lggseg.evaluation import metrics
+from lggseg.evaluation import cohort, metrics
 from lggseg.evaluation.report import PROTOCOL, pick_slices, write_report
 from lggseg.infer.provenance import seen_in_training
 from lggseg.infer.segmenter import InferenceConfig, Segmenter
@@ -88,6 +89,7 @@ def evaluate(
         "weights_sha256": bundle.sha256,
         "tta": bundle.tta,
         "postprocess": bundle.post.to_dict(),
+        "tumor_sizes": cohort.size_rows(per_patient),
         "per_patient": per_patient,
     }
     out = Path(out)
