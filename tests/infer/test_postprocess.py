@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from lggseg.infer.postprocess import PostProcess, apply, clean_components, clear_small_slices
+from lggseg.infer.postprocess import CORE, PostProcess, apply, clean_components, clear_small_slices, trim_unsure_ends
 
 
 def _two_blobs():
@@ -84,3 +85,50 @@ def test_min_extent_removes_blobs_confined_to_few_slices_and_keeps_the_tumor():
     assert apply(prob, PostProcess(0.5, min_extent=6)).sum() == 5 * 225 + 196 + 200  # all go: confident ones stay
     prob[prob > 0] = 0.8
     assert not apply(prob, PostProcess(0.5, min_extent=6)).any()  # nothing confident: the rule stands
+
+
+def _tumor_with_unsure_ends() -> np.ndarray:
+    """``(10, 40, 40)``: a tumor on slices 2-6, confident on 3-5, unsure (0.7) on its end slices 2 and 6."""
+    prob = np.zeros((10, 40, 40), np.float32)
+    prob[2:7, 5:25, 5:25] = 0.7  # 400 px a slice above threshold
+    prob[3:6, 8:22, 8:22] = 0.97  # a 196-px confident core on slices 3-5
+    prob[6, 10:14, 10:14] = 0.95  # 16 confident pixels on the bottom end slice
+    return prob
+
+
+def test_end_core_trims_unsure_end_slices_only():
+    prob = _tumor_with_unsure_ends()
+    mask = prob > 0.5
+    trimmed = trim_unsure_ends(mask, prob, 100)
+    assert trimmed.any((1, 2)).nonzero()[0].tolist() == [3, 4, 5]
+    assert (trimmed[3:6] == mask[3:6]).all()  # the kept slices keep their unsure rim too
+    assert trim_unsure_ends(mask, prob, 16).any((1, 2)).nonzero()[0].tolist() == [3, 4, 5, 6]  # 16 core px suffice
+    assert trim_unsure_ends(mask, prob, 0) is mask
+    assert mask[2].sum() == 400 and mask[6].sum() == 400  # the input is not modified
+
+
+def test_end_core_stops_at_the_first_confident_slice_and_keeps_inner_unsure_slices():
+    prob = _tumor_with_unsure_ends()
+    prob[4, 8:22, 8:22] = 0.7  # the middle slice loses its core: it is not an end, so it stays
+    assert trim_unsure_ends(prob > 0.5, prob, 100).any((1, 2)).nonzero()[0].tolist() == [3, 4, 5]
+
+
+def test_end_core_never_removes_a_component_and_trims_each_component_on_its_own():
+    prob = np.zeros((12, 40, 40), np.float32)
+    prob[1:4, 2:12, 2:12] = 0.7  # a faint component: no slice has a confident core
+    prob[5:10, 20:35, 20:35] = 0.99  # a confident one on slices 5-9 ...
+    prob[9, 20:35, 20:35] = 0.6  # ... whose bottom slice is unsure
+    trimmed = trim_unsure_ends(prob > 0.5, prob, 50)
+    # the faint one is trimmed from the top down to its last slice, never removed
+    assert trimmed[:, 2:12, 2:12].any((1, 2)).nonzero()[0].tolist() == [3]
+    assert trimmed[:, 20:35, 20:35].any((1, 2)).nonzero()[0].tolist() == [5, 6, 7, 8]
+    assert CORE == 0.9
+
+
+def test_end_core_in_a_rule_needs_the_probabilities_and_runs_after_the_component_rules():
+    prob = _tumor_with_unsure_ends()
+    post = PostProcess(0.5, min_component=500, min_end_core=100)
+    assert apply(prob, post).any((1, 2)).nonzero()[0].tolist() == [3, 4, 5]
+    assert post.n_rules == 2
+    with pytest.raises(ValueError, match="min_end_core needs the probability volume"):
+        clean_components(prob > 0.5, post)

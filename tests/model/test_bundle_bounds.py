@@ -108,6 +108,8 @@ def test_architecture_metadata_out_of_bounds_is_refused_before_building(
         ({"min_peak": float("inf")}, r"min_peak must be a number in \[0, 1\)"),
         ({"min_extent": -2}, "min_extent must be an integer >= 0"),
         ({"min_extent": 1.5}, "min_extent must be an integer >= 0"),
+        ({"min_end_core": -1}, "min_end_core must be an integer >= 0"),
+        ({"min_end_core": 0.5}, "min_end_core must be an integer >= 0"),
         ({"keep_largest": "yes"}, "keep_largest must be true or false"),
         ({"other": 1}, "unexpected keyword argument"),
     ],
@@ -121,6 +123,9 @@ def test_valid_postprocessing_values_load(tmp_path: Path) -> None:
     post = {"threshold": 0.35, "min_component": 100, "keep_largest": False, "min_peak": 0.9, "min_extent": 3}
     bundle = load_weights(_write(tmp_path / "w.safetensors", post=post, tta="flip"))
     assert bundle.post == PostProcess(0.35, 100, False, 0.9, min_extent=3) and bundle.tta == "flip"
+    assert bundle.post.min_end_core == 0  # weights calibrated before the end-core rule load without it
+    trimmed = load_weights(_write(tmp_path / "t.safetensors", post={**post, "min_end_core": 150})).post
+    assert trimmed.min_end_core == 150 and trimmed.n_rules == 4
     assert PostProcess(np.float64(0.4), np.int64(3)).min_component == 3  # numpy scalars are numbers too
 
 

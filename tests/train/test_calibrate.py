@@ -34,6 +34,9 @@ def test_rules_start_with_the_plain_threshold_never_keep_the_largest_and_stay_fe
     assert RULES[0] == PostProcess(0.5)
     assert not any(rule.keep_largest for rule in RULES)
     assert len(RULES) <= 10 and len(set(RULES)) == len(RULES)
+    steps = [rule.n_rules for rule in RULES]
+    assert steps == sorted(steps)  # simplest first: ties go to the rule with fewer steps
+    assert {rule.min_end_core for rule in RULES} == {0, 100, 150}
 
 
 def test_score_is_the_mean_per_patient_dice_and_the_false_positive_slices_after_the_rule():

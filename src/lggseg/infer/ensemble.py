@@ -53,7 +53,16 @@ def consensus_post(posts: Sequence[PostProcess]) -> PostProcess:
     counts = Counter(posts)
     return min(
         counts,
-        key=lambda p: (-counts[p], p.n_rules, p.threshold, p.min_component, p.min_peak, p.min_slice_area, p.min_extent),
+        key=lambda p: (
+            -counts[p],
+            p.n_rules,
+            p.threshold,
+            p.min_component,
+            p.min_peak,
+            p.min_slice_area,
+            p.min_extent,
+            p.min_end_core,
+        ),
     )
 
 

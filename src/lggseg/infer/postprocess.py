@@ -2,7 +2,9 @@
 
 The rules only ever remove something for what it is on its own: a slice whose predicted area is
 a speck (``min_slice_area``), a 3D component that is too small, never confidently tumor, or confined
-to fewer axial slices than ``min_extent`` (a blob on one or two slices, not a tumor). None
+to fewer axial slices than ``min_extent`` (a blob on one or two slices, not a tumor), or an end
+slice of a component on which the network is unsure (``min_end_core``: too few pixels at
+:data:`CORE` probability; trimmed from the top and bottom inward, never the component's last slice). None
 compares components with each other, so a confidently found tumor survives however large a
 false-positive blob elsewhere is. And the rules never empty a volume the network was sure about:
 when they would remove everything, the components of the thresholded mask that reach
@@ -19,12 +21,15 @@ from scipy import ndimage
 
 from lggseg.model.bundle import PostProcess
 
-__all__ = ["PostProcess", "apply", "clean_components", "clear_small_slices"]
+__all__ = ["PostProcess", "apply", "clean_components", "clear_small_slices", "trim_unsure_ends"]
 
 _CONNECTIVITY = ndimage.generate_binary_structure(3, 3)  # 26-connected in 3D
 
 CONFIDENT = 0.95
 """A component whose peak probability reaches this is kept when the rules would remove everything."""
+
+CORE = 0.9
+"""Probability at which a pixel counts towards a slice's confident core (``min_end_core``)."""
 
 
 def apply(prob: np.ndarray, post: PostProcess) -> np.ndarray:
@@ -46,12 +51,17 @@ def clear_small_slices(mask: np.ndarray, min_area: int) -> np.ndarray:
 def clean_components(mask: np.ndarray, post: PostProcess, prob: np.ndarray | None = None) -> np.ndarray:
     """Clear speck slices, then remove 3D components by size and peak probability. mask, prob: ``(Z, H, W)``.
 
-    ``prob`` is needed for ``post.min_peak > 0``, and for the guard that keeps the components
-    reaching :data:`CONFIDENT` when the rules would empty the volume (without ``prob``, no guard).
+    ``prob`` is needed for ``post.min_peak > 0`` and ``post.min_end_core > 0``, and for the guard that
+    keeps the components reaching :data:`CONFIDENT` when the rules would empty the volume (without
+    ``prob``, no guard).
     """
     if post.n_rules == 0 or not mask.any():
         return mask
     cleaned = _component_rules(clear_small_slices(mask, post.min_slice_area), post, prob)
+    if post.min_end_core > 0:
+        if prob is None:
+            raise ValueError("min_end_core needs the probability volume")
+        cleaned = trim_unsure_ends(cleaned, prob, post.min_end_core)
     if cleaned.any() or prob is None:
         return cleaned
     # the rules would empty the volume: the confident components of the thresholded mask stay
@@ -90,3 +100,32 @@ def _component_rules(mask: np.ndarray, post: PostProcess, prob: np.ndarray | Non
         keep[int(sizes.argmax())] = True
     keep[0] = False
     return keep[labels]
+
+
+def trim_unsure_ends(mask: np.ndarray, prob: np.ndarray, min_core: int) -> np.ndarray:
+    """Trim each 3D component's end slices while they hold fewer than ``min_core`` pixels at :data:`CORE`.
+
+    mask: ``(Z, H, W)`` bool; prob: ``(Z, H, W)`` float. Works from the top and the bottom slice of
+    each 26-connected component inward and stops at the first confident slice; a component always
+    keeps at least one slice, so no component disappears. Returns a new mask.
+    """
+    if min_core <= 0 or not mask.any():
+        return mask
+    labels, n = ndimage.label(mask, structure=_CONNECTIVITY)
+    depth = len(mask)
+    core = labels * (prob >= CORE)
+    z_of = np.broadcast_to(np.arange(depth)[:, None, None], mask.shape)
+    # core_counts[c, z]: pixels of component c on slice z at CORE probability or more
+    core_counts = np.bincount((core * depth + z_of)[core > 0], minlength=(n + 1) * depth).reshape(n + 1, depth)
+    trimmed = mask.copy()
+    for c, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        lo, hi = box[0].start, box[0].stop - 1
+        while lo < hi and core_counts[c, lo] < min_core:
+            trimmed[lo][labels[lo] == c] = False
+            lo += 1
+        while hi > lo and core_counts[c, hi] < min_core:
+            trimmed[hi][labels[hi] == c] = False
+            hi -= 1
+    return trimmed

@@ -16,8 +16,8 @@ Loading checks before it builds or allocates anything (a hostile file costs noth
    :meth:`PostProcess.__post_init__`, :data:`TTA_MODES`): integer widths and depth within
    :data:`MAX_BASE_WIDTH` and the U-Net's range, channels within 1..16, a finite dropout in
    [0, 1), a finite threshold in (0, 1), non-negative integers ``min_component``,
-   ``min_slice_area`` and ``min_extent``, ``min_peak`` in [0, 1), and at most :data:`MAX_PARAMETERS` parameters
-   (counted on PyTorch's ``meta`` device, which allocates nothing);
+   ``min_slice_area``, ``min_extent`` and ``min_end_core``, ``min_peak`` in [0, 1), and at most
+   :data:`MAX_PARAMETERS` parameters (counted on PyTorch's ``meta`` device, which allocates nothing);
 4. every tensor's name, shape and dtype must match that architecture, from the header alone;
 5. only then are the tensors deserialised and the model built.
 """
@@ -76,6 +76,10 @@ class PostProcess:
         all): the stray specks that make a tumor-free slice count as a false positive.
     min_extent: 3D components spanning fewer than this many axial slices are removed (0 keeps all):
         the confident blobs confined to one or two slices that a tumor of 500 voxels or more never is.
+    min_end_core: a kept 3D component loses its end slices, from the top and the bottom inward,
+        while the slice holds fewer than this many of its pixels at probability 0.9 or more (0 trims
+        nothing); a component always keeps at least one slice. It cuts the unsure slice or two by
+        which a tumor is often drawn longer than its annotation.
     keep_largest: legacy; keep only the largest 3D component (see :mod:`lggseg.infer.postprocess`).
     """
 
@@ -85,6 +89,7 @@ class PostProcess:
     min_peak: float = 0.0
     min_slice_area: int = 0
     min_extent: int = 0
+    min_end_core: int = 0
 
     def __post_init__(self) -> None:
         if not _is_real(self.threshold) or not 0.0 < float(self.threshold) < 1.0:
@@ -99,6 +104,8 @@ class PostProcess:
             raise ValueError(f"min_slice_area must be an integer >= 0, got {self.min_slice_area!r}")
         if not _is_int(self.min_extent) or not 0 <= int(self.min_extent) <= 2**16:
             raise ValueError(f"min_extent must be an integer >= 0, got {self.min_extent!r}")
+        if not _is_int(self.min_end_core) or not 0 <= int(self.min_end_core) <= 2**31:
+            raise ValueError(f"min_end_core must be an integer >= 0, got {self.min_end_core!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,7 +114,7 @@ class PostProcess:
     def n_rules(self) -> int:
         """How many cleanup rules are switched on (the simplicity order used for ties)."""
         switches = (self.min_component > 0, self.min_peak > 0, self.keep_largest, self.min_slice_area > 0)
-        return sum(switches) + int(self.min_extent > 0)
+        return sum(switches) + int(self.min_extent > 0) + int(self.min_end_core > 0)
 
 
 @dataclass(frozen=True)
