@@ -26,4 +26,6 @@ for fold in "$src"/fold_*; do
 done
 # reports written by older versions cite the design brief that the repository does not contain
 find "$dest" -name metrics.json -exec sed -i -E 's|\(D[E]SIGN\.md\)|(docs/protocol.md)|' {} +
+# the reports name the weights they scored by the run folder's path: name the published copy instead
+find "$dest" -name metrics.json -exec sed -i "s|\"$src/|\"$dest/|g" {} +
 echo "published $src -> $dest"
