@@ -48,11 +48,11 @@ v3's folds, 5 false-positive components of 500+ voxels spanned at most two slice
 component of 500+ voxels did (docs/cv/README.md). The end-core rules trim a component's end slices
 that hold fewer than 100 or 150 pixels at probability 0.9: on those 50 validation patients, after
 each fold's own rule, they cut false-positive slices from 17 to 12 (100 px) or 10 (150 px) at a
-mean Dice change of +0.000 and -0.001 (scripts/end_core_study.py, docs/cv/README.md). Dropped from the earlier list, never
-chosen by any of the 12 folds of recipes v3-v5 calibrated with it: threshold 0.4, 100-voxel
-components, and extent rules without the speck-slice rule. A minimum peak probability (0.9) left
-every validation grid of v3 unchanged, the network being that sure of its blobs, and is not
-offered."""
+mean Dice change of +0.000 and -0.001 (scripts/end_core_study.py, docs/cv/README.md). Dropped
+from the earlier list, never chosen by any of the 12 folds of recipes v3-v5 calibrated with it:
+threshold 0.4, 100-voxel components, and extent rules without the speck-slice rule. A minimum
+peak probability (0.9) left every validation grid of v3 unchanged, the network being that sure of
+its blobs, and is not offered."""
 
 TIE = 1e-3
 """Mean Dice differences below this are ties, settled by false-positive slices, then by order."""
