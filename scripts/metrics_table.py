@@ -43,6 +43,7 @@ def main(path: str) -> None:
             rule = f"threshold {post['threshold']}, min component {post['min_component']}"
             rule += f", min peak {post.get('min_peak', 0)}, min slice area {post.get('min_slice_area', 0)} px"
             rule += f", min extent {post.get('min_extent', 0)} slices, min end core {post.get('min_end_core', 0)} px"
+            rule += ", holes filled" if post.get("fill_holes") else ""
             print(
                 f"| {fold['fold']} | {fold['n_patients']} | {fmt(fold['mean_dice'])} | {fmt(fold['median_dice'])} | "
                 f"{fmt(fold['min_dice'])} | {fmt(fold.get('false_positive_rate_empty_slices'))} | {rule} |"

@@ -1,7 +1,16 @@
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from lggseg.infer.postprocess import CORE, PostProcess, apply, clean_components, clear_small_slices, trim_unsure_ends
+from lggseg.infer.postprocess import (
+    CORE,
+    PostProcess,
+    apply,
+    clean_components,
+    clear_small_slices,
+    fill_slice_holes,
+    trim_unsure_ends,
+)
 
 
 def _two_blobs():
@@ -132,3 +141,40 @@ def test_end_core_in_a_rule_needs_the_probabilities_and_runs_after_the_component
     assert post.n_rules == 2
     with pytest.raises(ValueError, match="min_end_core needs the probability volume"):
         clean_components(prob > 0.5, post)
+
+
+def _ring_slice() -> np.ndarray:
+    """A ``(5, 30, 30)`` mask: on slice 2 a square ring (a rim around a dark cavity), 8 x 8 inside."""
+    mask = np.zeros((5, 30, 30), bool)
+    mask[2, 5:20, 5:20] = True
+    mask[2, 8:16, 8:16] = False
+    return mask
+
+
+def test_fill_slice_holes_fills_an_enclosed_cavity_and_nothing_open():
+    mask = _ring_slice()
+    mask[2, 0:4, 25:30] = True  # an open notch touching the border: stays as it is
+    filled = fill_slice_holes(mask)
+    assert filled[2, 8:16, 8:16].all()
+    assert filled.sum() == mask.sum() + 64
+    assert not filled[2, 4:25, 20:30].any()
+    assert not mask[2, 8:16, 8:16].any()  # the input is not modified
+
+
+def test_fill_slice_holes_works_slice_by_slice():
+    mask = np.zeros((3, 20, 20), bool)
+    mask[:, 4:16, 4:16] = True
+    mask[:, 7:13, 7:13] = False  # a tube through every slice: enclosed on each slice, open in 3D
+    assert not ndimage.binary_fill_holes(mask)[1, 7:13, 7:13].any()  # a 3D fill leaves it open
+    filled = fill_slice_holes(mask)
+    assert filled[:, 4:16, 4:16].all() and filled.sum() == 3 * 12 * 12
+
+
+def test_fill_holes_in_a_rule_runs_last_and_adds_no_false_positive_slice():
+    prob = np.where(_ring_slice(), 0.98, 0.02).astype(np.float32)
+    prob[4, 0:2, 0:2] = 0.97  # a 4-voxel speck: removed by the component rule, not filled back
+    post = PostProcess(0.5, min_component=100, fill_holes=True)
+    mask = apply(prob, post)
+    assert mask[2, 5:20, 5:20].all() and mask.sum() == 15 * 15
+    assert post.n_rules == 2 and PostProcess(0.5, fill_holes=True).n_rules == 1
+    assert not apply(prob, PostProcess(0.5, min_component=100))[2, 8:16, 8:16].any()

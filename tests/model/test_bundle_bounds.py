@@ -111,6 +111,7 @@ def test_architecture_metadata_out_of_bounds_is_refused_before_building(
         ({"min_end_core": -1}, "min_end_core must be an integer >= 0"),
         ({"min_end_core": 0.5}, "min_end_core must be an integer >= 0"),
         ({"keep_largest": "yes"}, "keep_largest must be true or false"),
+        ({"fill_holes": 1}, "fill_holes must be true or false"),
         ({"other": 1}, "unexpected keyword argument"),
     ],
 )
@@ -126,6 +127,9 @@ def test_valid_postprocessing_values_load(tmp_path: Path) -> None:
     assert bundle.post.min_end_core == 0  # weights calibrated before the end-core rule load without it
     trimmed = load_weights(_write(tmp_path / "t.safetensors", post={**post, "min_end_core": 150})).post
     assert trimmed.min_end_core == 150 and trimmed.n_rules == 4
+    assert bundle.post.fill_holes is False  # weights calibrated before the hole fill load without it
+    filled = load_weights(_write(tmp_path / "f.safetensors", post={**post, "fill_holes": True})).post
+    assert filled.fill_holes is True and filled.n_rules == 4
     assert PostProcess(np.float64(0.4), np.int64(3)).min_component == 3  # numpy scalars are numbers too
 
 

@@ -62,6 +62,7 @@ def consensus_post(posts: Sequence[PostProcess]) -> PostProcess:
             p.min_slice_area,
             p.min_extent,
             p.min_end_core,
+            p.fill_holes,
         ),
     )
 

@@ -4,7 +4,8 @@ The rules only ever remove something for what it is on its own: a slice whose pr
 a speck (``min_slice_area``), a 3D component that is too small, never confidently tumor, or confined
 to fewer axial slices than ``min_extent`` (a blob on one or two slices, not a tumor), or an end
 slice of a component on which the network is unsure (``min_end_core``: too few pixels at
-:data:`CORE` probability; trimmed from the top and bottom inward, never the component's last slice). None
+:data:`CORE` probability; trimmed from the top and bottom inward, never the component's last slice).
+The one rule that adds, ``fill_holes``, runs last and fills what a slice's mask encloses. None
 compares components with each other, so a confidently found tumor survives however large a
 false-positive blob elsewhere is. And the rules never empty a volume the network was sure about:
 when they would remove everything, the components of the thresholded mask that reach
@@ -21,7 +22,7 @@ from scipy import ndimage
 
 from lggseg.model.bundle import PostProcess
 
-__all__ = ["PostProcess", "apply", "clean_components", "clear_small_slices", "trim_unsure_ends"]
+__all__ = ["PostProcess", "apply", "clean_components", "clear_small_slices", "fill_slice_holes", "trim_unsure_ends"]
 
 _CONNECTIVITY = ndimage.generate_binary_structure(3, 3)  # 26-connected in 3D
 
@@ -62,13 +63,26 @@ def clean_components(mask: np.ndarray, post: PostProcess, prob: np.ndarray | Non
         if prob is None:
             raise ValueError("min_end_core needs the probability volume")
         cleaned = trim_unsure_ends(cleaned, prob, post.min_end_core)
-    if cleaned.any() or prob is None:
-        return cleaned
-    # the rules would empty the volume: the confident components of the thresholded mask stay
-    labels, n = ndimage.label(mask, structure=_CONNECTIVITY)
-    keep = _peaks(prob, labels, n) >= CONFIDENT
-    keep[0] = False
-    return keep[labels]
+    if not cleaned.any() and prob is not None:
+        # the rules would empty the volume: the confident components of the thresholded mask stay
+        labels, n = ndimage.label(mask, structure=_CONNECTIVITY)
+        keep = _peaks(prob, labels, n) >= CONFIDENT
+        keep[0] = False
+        cleaned = keep[labels]
+    return fill_slice_holes(cleaned) if post.fill_holes else cleaned
+
+
+def fill_slice_holes(mask: np.ndarray) -> np.ndarray:
+    """``(Z, H, W)`` bool -> a copy in which each axial slice's enclosed background is filled.
+
+    In-plane only (4-connected background reaching the slice's border stays background): a hole
+    open to the slice above or below is still a hole on its own slice. Slices without a prediction
+    are untouched.
+    """
+    filled = mask.copy()
+    for z in np.flatnonzero(mask.any(axis=(1, 2))):
+        filled[z] = ndimage.binary_fill_holes(mask[z])
+    return filled
 
 
 def _peaks(prob: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:

@@ -80,6 +80,10 @@ class PostProcess:
         while the slice holds fewer than this many of its pixels at probability 0.9 or more (0 trims
         nothing); a component always keeps at least one slice. It cuts the unsure slice or two by
         which a tumor is often drawn longer than its annotation.
+    fill_holes: last, every background region that a slice's predicted mask encloses in-plane is
+        filled: the dark center (a resection cavity, a cyst) that annotators draw as part of the
+        abnormality while the network may outline only its bright FLAIR rim. It only adds pixels to
+        slices that already hold a prediction, so it never adds a false-positive slice.
     keep_largest: legacy; keep only the largest 3D component (see :mod:`lggseg.infer.postprocess`).
     """
 
@@ -90,6 +94,7 @@ class PostProcess:
     min_slice_area: int = 0
     min_extent: int = 0
     min_end_core: int = 0
+    fill_holes: bool = False
 
     def __post_init__(self) -> None:
         if not _is_real(self.threshold) or not 0.0 < float(self.threshold) < 1.0:
@@ -98,6 +103,8 @@ class PostProcess:
             raise ValueError(f"min_component must be an integer >= 0, got {self.min_component!r}")
         if not isinstance(self.keep_largest, bool):
             raise ValueError(f"keep_largest must be true or false, got {self.keep_largest!r}")
+        if not isinstance(self.fill_holes, bool):
+            raise ValueError(f"fill_holes must be true or false, got {self.fill_holes!r}")
         if not _is_real(self.min_peak) or not 0.0 <= float(self.min_peak) < 1.0:
             raise ValueError(f"min_peak must be a number in [0, 1), got {self.min_peak!r}")
         if not _is_int(self.min_slice_area) or not 0 <= int(self.min_slice_area) <= 2**31:
@@ -114,7 +121,7 @@ class PostProcess:
     def n_rules(self) -> int:
         """How many cleanup rules are switched on (the simplicity order used for ties)."""
         switches = (self.min_component > 0, self.min_peak > 0, self.keep_largest, self.min_slice_area > 0)
-        return sum(switches) + int(self.min_extent > 0) + int(self.min_end_core > 0)
+        return sum(switches) + int(self.min_extent > 0) + int(self.min_end_core > 0) + int(self.fill_holes)
 
 
 @dataclass(frozen=True)
