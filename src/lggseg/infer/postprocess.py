@@ -75,13 +75,24 @@ def clean_components(mask: np.ndarray, post: PostProcess, prob: np.ndarray | Non
 def fill_slice_holes(mask: np.ndarray) -> np.ndarray:
     """``(Z, H, W)`` bool -> a copy in which each axial slice's enclosed background is filled.
 
-    In-plane only (4-connected background reaching the slice's border stays background): a hole
-    open to the slice above or below is still a hole on its own slice. Slices without a prediction
-    are untouched.
+    In-plane only: a background region counts as enclosed when it is not 4-connected to the
+    slice's border (as ``scipy.ndimage.binary_fill_holes`` decides for one slice), so a hole open
+    to the slice above or below is still filled on its own slice. Works inside each slice's
+    bounding box of the mask, where every hole lies (about 0.1 ms a slice). Slices without a
+    prediction are untouched.
     """
     filled = mask.copy()
     for z in np.flatnonzero(mask.any(axis=(1, 2))):
-        filled[z] = ndimage.binary_fill_holes(mask[z])
+        rows, cols = np.flatnonzero(mask[z].any(axis=1)), np.flatnonzero(mask[z].any(axis=0))
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        background, n = ndimage.label(~mask[z][box])  # 4-connected
+        if n == 0:
+            continue
+        # background touching the box's edge reaches the slice's border around the box
+        edge = np.concatenate((background[0], background[-1], background[:, 0], background[:, -1]))
+        enclosed = np.ones(n + 1, dtype=bool)
+        enclosed[edge] = False  # label 0 (the mask itself) is on the edge: the box is tight
+        filled[z][box] |= enclosed[background]
     return filled
 
 
