@@ -172,3 +172,24 @@ def test_calibrate_refuses_a_folder_that_is_not_a_run(tmp_path, sample_dir, caps
     assert run_cli(["calibrate", str(tmp_path), "--data", str(sample_dir)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "not a finished run folder" in err and len(err.splitlines()) == 1
+
+
+def test_distillation_trains_on_the_teachers_probability_and_records_them(trained_run, sample_dir, tmp_path):
+    import numpy as np
+
+    from lggseg.train.config import config_from_dict
+    from lggseg.train.loop import train
+
+    teacher = str(trained_run / "best.safetensors")
+    base = config_from_dict({**TINY, "data": str(sample_dir), "calibrate": False})
+    seen: dict[str, list[np.ndarray]] = {"plain": [], "distilled": []}
+    plain_cfg = base.replace(out=str(tmp_path / "plain"))
+    train(plain_cfg, log=lambda _: None, step_callback=lambda s: seen["plain"].append(s.y.numpy()))
+    cfg = base.replace(out=str(tmp_path / "student"), distill_teachers=(teacher,), distill_weight=0.5)
+    train(cfg, log=lambda _: None, step_callback=lambda s: seen["distilled"].append(s.y.numpy()))
+    plain, distilled = np.concatenate(seen["plain"]), np.concatenate(seen["distilled"])
+    assert set(np.unique(plain)) <= {0.0, 1.0}  # the annotation alone
+    assert ((distilled > 0) & (distilled < 1) & (distilled != 0.5)).any()  # the teacher's probabilities mixed in
+    split = json.loads((tmp_path / "student" / "split.json").read_text())
+    assert split["distill_teachers"] == [{"weights": teacher, "sha256": load_weights(trained_run).sha256}]
+    assert split["distill_weight"] == 0.5

@@ -42,8 +42,9 @@ def augment(
     """Augment and normalise a batch.
 
     images: ``(B, C, H, W)`` float raw intensities, C = 3 or 3 x slices (2.5D). masks:
-    ``(B, 1, H, W)`` float {0, 1}. stats: ``(B, 4, C)``. Returns normalised images and masks of the
-    same shapes.
+    ``(B, K, H, W)`` float: channel 0 the annotation in {0, 1} (kept binary), any further channel a
+    soft target in [0, 1] (teacher probabilities; warped, not thresholded). stats: ``(B, 4, C)``.
+    Returns normalised images and masks of the same shapes.
     """
     b = images.shape[0]
 
@@ -87,7 +88,8 @@ def augment(
 
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    masks = (F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5).float()
+    warped = F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    masks = torch.cat([(warped[:, :1] > 0.5).float(), warped[:, 1:]], 1)  # soft targets stay soft
 
     out = normalize(images, stats)
     gain = torch.where(use_intensity[:, None], gain, torch.ones_like(gain))
@@ -139,12 +141,13 @@ def tumor_biased_crop(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Crop ``size`` x ``size`` patches; a patch of a slice with tumor contains tumor.
 
-    images: ``(B, C, H, W)``; masks: ``(B, 1, H, W)``. A tumor slice's patch is centred on one of
-    its tumor pixels, chosen at random, moved by up to a quarter of ``size``; other slices get a
-    patch at a uniformly random place, or, with probability ``bright_prob``, a hard negative: a
-    patch centred the same way on one of the brightest FLAIR pixels of its centre slice (top
-    :data:`BRIGHT_QUANTILE`), where tumor-free tissue is taken for tumor. Returns
-    ``(B, C, size, size)`` and ``(B, 1, size, size)``.
+    images: ``(B, C, H, W)``; masks: ``(B, K, H, W)``, channel 0 the annotation. A tumor slice's
+    patch is centred on one of its tumor pixels, chosen at random, moved by up to a quarter of
+    ``size``; other slices get a patch at a uniformly random place, or, with probability
+    ``bright_prob``, a hard negative: a patch centred the same way on one of the brightest FLAIR
+    pixels of its centre slice (top :data:`BRIGHT_QUANTILE`), where tumor-free tissue is taken for
+    tumor. Returns
+    ``(B, C, size, size)`` and ``(B, K, size, size)``.
     """
     b, _, h, w = images.shape
     if size >= min(h, w):

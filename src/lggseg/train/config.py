@@ -46,6 +46,8 @@ class TrainConfig:
     calibrate: bool = True
     sync_bn: bool = False  # SyncBatchNorm across processes in distributed training (CUDA only)
     init_weights: str = ""  # start from these weights (fine-tuning); they must not have seen this fold's test patients
+    distill_teachers: tuple[str, ...] = ()  # weights whose mean probability enters the target; "{fold}" = this fold
+    distill_weight: float = 0.5  # share of the target from the teachers (the rest from the annotation)
     model: UNetConfig = field(default_factory=UNetConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -73,6 +75,11 @@ class TrainConfig:
                 isinstance(self.holdout, tuple) and all(isinstance(p, str) for p in self.holdout),
                 "holdout must be a list of patient names",
             ),
+            (
+                isinstance(self.distill_teachers, tuple) and all(isinstance(p, str) for p in self.distill_teachers),
+                "distill_teachers must be a list of weights files",
+            ),
+            (0.0 < self.distill_weight <= 1.0, "distill_weight must be in (0, 1]"),
         ]
         for ok, message in checks:
             if not ok:
@@ -98,8 +105,9 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
 
 def config_from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
     values = dict(values)
-    if isinstance(values.get("holdout"), list):
-        values["holdout"] = tuple(str(name) for name in values["holdout"])
+    for key in ("holdout", "distill_teachers"):
+        if isinstance(values.get(key), list):
+            values[key] = tuple(str(name) for name in values[key])
     model = _build(UNetConfig, values.pop("model", {}) or {}, f"{where} [model]")
     aug_values = dict(values.pop("augment", {}) or {})
     for key in ("scale", "gamma_range"):

@@ -21,6 +21,7 @@ from lggseg.train.distributed import Dist
 from lggseg.train.ema import WeightAverage
 from lggseg.train.losses import dice_bce_loss
 from lggseg.train.slices import SliceBank, draw_epoch
+from lggseg.train.teacher import mix_targets
 
 
 def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -39,7 +40,8 @@ class StepInfo:
     """What a ``step_callback`` sees on each rank after the backward pass, before the optimizer step.
 
     indices: ``(b,)`` slice-bank indices of this rank's samples; x: ``(b, C, 256, 256)`` network
-    input; y: ``(b, 1, 256, 256)`` target; loss: this rank's scalar loss; model: the U-Net (not the
+    input; y: ``(b, 1, 256, 256)`` the loss's target (the annotation, mixed with the teachers'
+    probability when the recipe distils); loss: this rank's scalar loss; model: the U-Net (not the
     DDP wrapper), whose ``.grad`` already holds the gradient averaged over all ranks.
     """
 
@@ -105,19 +107,19 @@ def train_one_epoch(ctx: EpochContext, epoch: int) -> dict[str, float]:
                 group["lr"] = lr
             idx = mine[step * ctx.local_batch : (step + 1) * ctx.local_batch]
             raw, stats = ctx.bank.inputs(idx, cfg.model.context_slices)
-            target = ctx.bank.masks[idx][:, None].float()
-            x, y = augment(raw, target, stats, cfg.augment, augment_generator)
+            x, targets = augment(raw, ctx.bank.targets(idx), stats, cfg.augment, augment_generator)
             if cfg.crop_size:
-                x, y = tumor_biased_crop(x, y, cfg.crop_size, augment_generator, cfg.hard_negative_prob)
+                x, targets = tumor_biased_crop(x, targets, cfg.crop_size, augment_generator, cfg.hard_negative_prob)
             x = x.to(ctx.device).contiguous(memory_format=torch.channels_last)
-            y = y.to(ctx.device)
+            y = targets[:, :1].to(ctx.device)  # the annotation, for the running Dice
+            goal = mix_targets(targets, cfg.distill_weight).to(ctx.device) if targets.shape[1] > 1 else y
             with runtime.autocast(ctx.device, ctx.bf16):
                 logits = ctx.model(x)
-            loss = dice_bce_loss(logits, y, cfg.bce_weight, cfg.dice_per_image)
+            loss = dice_bce_loss(logits, goal, cfg.bce_weight, cfg.dice_per_image)
             ctx.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # DDP averages the gradients over the ranks here
             if ctx.step_callback is not None:
-                ctx.step_callback(StepInfo(epoch, step, dist.rank, idx, x, y, loss.detach(), ctx.unet))
+                ctx.step_callback(StepInfo(epoch, step, dist.rank, idx, x, goal, loss.detach(), ctx.unet))
             ctx.optimizer.step()
             if ctx.ema is not None:
                 ctx.ema.update(ctx.unet)

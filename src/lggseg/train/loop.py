@@ -24,10 +24,8 @@ from typing import Any, Callable
 import torch
 
 from lggseg.data.dataset import flair_only_images
-from lggseg.data.splits import patient_key
 from lggseg.errors import LggsegError
 from lggseg.infer import runtime
-from lggseg.infer.provenance import patients_seen
 from lggseg.model.bundle import load_weights
 from lggseg.model.unet import UNet
 from lggseg.train import distributed
@@ -37,6 +35,7 @@ from lggseg.train.ema import WeightAverage
 from lggseg.train.epoch import EpochContext, StepInfo, train_one_epoch, validate
 from lggseg.train.run_folder import RunFolder, stops_early
 from lggseg.train.slices import SliceBank, load_split_volumes
+from lggseg.train.teacher import refuse_leak, teacher_paths, teacher_targets
 
 LOG_FIELDS = ["epoch", "lr", "train_loss", "train_dice", "train_iou", "val_loss", "val_dice", "val_iou", "seconds"]
 
@@ -110,6 +109,11 @@ def _train(
     init_seen: list[str] = []
     if cfg.init_weights:
         init_seen = init_from_weights(cfg, unet, list(split.test), load_state=not resume, log=log)
+    bank = SliceBank.from_volumes(train_volumes)
+    teachers: list[dict[str, str]] = []
+    if cfg.distill_teachers:  # the student's targets mix the annotation with the teachers' mean probability
+        paths = teacher_paths(cfg.distill_teachers, split.fold)
+        bank.soft, teachers = teacher_targets(paths, train_volumes, list(split.test), cfg.threads, log)
     if dist.is_main:
         train_names = [v.name for v in train_volumes]
         run.write_split(
@@ -120,9 +124,9 @@ def _train(
                 "test": list(split.test),
                 "skipped": split.skipped,
                 **({"init_weights": cfg.init_weights, "init_trained_on": init_seen} if cfg.init_weights else {}),
+                **({"distill_teachers": teachers, "distill_weight": cfg.distill_weight} if teachers else {}),
             }
         )
-    bank = SliceBank.from_volumes(train_volumes)
     log(f"{len(bank)} training slices ({len(bank.tumor)} with tumor) cached in RAM; device {device}, bf16 {bf16}")
     if dist.enabled:
         log(
@@ -196,19 +200,11 @@ def init_from_weights(
         raise LggsegError(
             f"init_weights {cfg.init_weights}: architecture {bundle.model.config} differs from {cfg.model}"
         )
-    seen = patients_seen(bundle.info)
-    if seen is None:
-        raise LggsegError(f"init_weights {cfg.init_weights}: the weights do not record their training patients")
-    seen_keys = {patient_key(p) for p in seen}
-    leaked = [p for p in test_patients if patient_key(p) in seen_keys]
-    if leaked:
-        raise LggsegError(
-            f"init_weights {cfg.init_weights}: trained on {len(leaked)} of this fold's test patients ({leaked[0]}...)"
-        )
+    seen = refuse_leak(bundle, f"init_weights {cfg.init_weights}", test_patients)
     if load_state:
         unet.load_state_dict(bundle.model.state_dict())
         log(f"initialised from {cfg.init_weights} (SHA-256 {bundle.sha256[:12]}..., trained on {len(seen)} patients)")
-    return [str(p) for p in seen]
+    return seen
 
 
 def run_finished(run: str | Path) -> bool:

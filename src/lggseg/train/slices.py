@@ -18,6 +18,9 @@ from lggseg.train.config import TrainConfig
 VERTEX_SHARE = 0.2
 """The top fifth of a volume's slices counts as the vertex."""
 
+SOFT_SCALE = 255
+"""Teacher probabilities (distillation) are kept in RAM as ``uint8``: ``round(p * SOFT_SCALE)``."""
+
 
 @dataclass
 class SliceBank:
@@ -29,7 +32,9 @@ class SliceBank:
     :data:`VERTEX_SHARE` of their volume (slices run inferior to superior), where bright cortex
     and skull rim are most often taken for tumor; first, last: ``(N,)`` bank indices of the first
     and last slice of each slice's volume (the bounds of a 2.5D neighbourhood); volume_tumor_slices:
-    ``(N,)`` how many tumor slices each slice's volume has (for patient-balanced tumor draws).
+    ``(N,)`` how many tumor slices each slice's volume has (for patient-balanced tumor draws); soft:
+    ``(N, 256, 256)`` uint8 teacher probabilities x :data:`SOFT_SCALE`
+    (distillation), or None.
     """
 
     images: torch.Tensor
@@ -40,6 +45,7 @@ class SliceBank:
     first: torch.Tensor
     last: torch.Tensor
     volume_tumor_slices: torch.Tensor
+    soft: torch.Tensor | None = None
 
     @classmethod
     def from_volumes(cls, volumes: list[Volume]) -> SliceBank:
@@ -64,6 +70,14 @@ class SliceBank:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def targets(self, idx: torch.Tensor) -> torch.Tensor:
+        """Targets of the slices ``idx`` (``(b,)``): ``(b, 1, 256, 256)`` float annotation, or with
+        teacher probabilities ``(b, 2, 256, 256)`` (channel 1 in [0, 1])."""
+        masks = self.masks[idx][:, None].float()
+        if self.soft is None:
+            return masks
+        return torch.cat([masks, self.soft[idx][:, None].float() / SOFT_SCALE], 1)
 
     def inputs(self, idx: torch.Tensor, context: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw network input and normalisation stats of the slices ``idx`` (``(b,)``).
