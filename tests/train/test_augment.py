@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from lggseg.train.augment import AugmentConfig, augment, bias_field, gamma_curve, tumor_biased_crop
@@ -131,3 +132,18 @@ def test_a_25d_input_gets_one_draw_per_modality_shared_by_its_slices():
     assert stacked.shape == (8, 9, 64, 64)
     for k in range(3):  # every slice of the neighbourhood was augmented exactly like the 2D input
         assert torch.allclose(stacked[:, 3 * k : 3 * k + 3], flat, atol=1e-5)
+
+
+def test_augment_keeps_the_annotation_binary_and_a_teacher_channel_soft():
+    images, masks = _blob_batch()
+    soft = torch.cat([masks, masks * 0.7], 1)  # channel 1: a teacher 70% sure inside the rectangle
+    cfg = AugmentConfig(intensity_prob=0.0, noise_std=0.0)
+    x1, y1 = augment(images, masks, _stats(8), cfg, torch.Generator().manual_seed(3))
+    x2, y2 = augment(images, soft, _stats(8), cfg, torch.Generator().manual_seed(3))
+    assert torch.equal(x1, x2) and torch.equal(y2[:, :1], y1)  # the same draws, the annotation as before
+    assert set(torch.unique(y2[:, 0]).tolist()) <= {0.0, 1.0}
+    teacher = y2[:, 1]
+    assert float(teacher.max()) == pytest.approx(0.7, abs=1e-5)  # not thresholded to 0 or 1
+    assert ((teacher > 0) & (teacher < 0.7 - 1e-3)).any()  # bilinear edges stay soft
+    _, cropped = tumor_biased_crop(x2, y2, 32, torch.Generator().manual_seed(0))
+    assert cropped.shape == (8, 2, 32, 32) and bool((cropped[:, 0] > 0).flatten(1).any(1).all())
