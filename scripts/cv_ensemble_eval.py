@@ -15,6 +15,11 @@ default (the default keeps 10x the reference speed at batch 1).
 Usage (about 2 minutes a fold for two recipes on 2 idle CPU cores)::
 
     python scripts/cv_ensemble_eval.py --data ../shared/data/lgg/kaggle_3m --cv docs/cv --cv docs/cv_v4 --out ens.json
+
+``--score train`` scores the fold's training patients instead of its test patients (the rule still
+chosen on validation): how closely the models fit the patients they trained on, which is what a
+distillation teacher shows its student (``docs/cv_v6/README.md``). Those numbers are in-sample,
+never an estimate of accuracy. ``--folds`` limits the run to some folds.
 """
 
 from __future__ import annotations
@@ -51,32 +56,33 @@ def common_folds(folders: list[Path]) -> list[str]:
 
 
 def score_way(
-    probs: dict[str, list[np.ndarray]], truths: dict[str, list[np.ndarray]], names: list[str]
+    probs: dict[str, list[np.ndarray]], truths: dict[str, list[np.ndarray]], names: list[str], scored: str = "test"
 ) -> dict[str, Any]:
-    """Choose the rule on validation, apply it to the test patients: their per-patient metrics."""
+    """Choose the rule on validation, apply it to the ``scored`` patients: their per-patient metrics."""
     chosen = select_rule([score(probs["validation"], truths["validation"], rule) for rule in RULES])
-    test = {
+    results = {
         name: metrics.patient_metrics(postprocess.apply(prob, chosen.rule), truth)
-        for name, prob, truth in zip(names, probs["test"], truths["test"])
+        for name, prob, truth in zip(names, probs[scored], truths[scored])
     }
-    return {"rule": chosen.rule.to_dict(), "val_mean_dice": chosen.mean_dice, "test": test}
+    return {"rule": chosen.rule.to_dict(), "val_mean_dice": chosen.mean_dice, scored: results}
 
 
 def fold_results(
-    named: dict[str, PatientFiles], folders: list[Path], fold: str, threads: int
+    named: dict[str, PatientFiles], folders: list[Path], fold: str, threads: int, scored: str = "test"
 ) -> dict[str, dict[str, Any]]:
-    """Per way (each folder's name, then ``ensemble``): chosen rule and test patients' metrics."""
+    """Per way (each folder's name, then ``ensemble``): chosen rule and the scored patients' metrics."""
     split = json.loads((folders[0] / fold / "run" / "split.json").read_text())
-    volumes = {role: [load_volume(named[name]) for name in split[role]] for role in ROLES}
+    roles = ("validation", scored)
+    volumes = {role: [load_volume(named[name]) for name in split[role]] for role in roles}
     truths = {role: [v.require_masks() for v in vols] for role, vols in volumes.items()}
     per_member = []
     for folder in folders:
         bundle = load_weights(folder / fold / "run" / "best.safetensors")
         segmenter = Segmenter(bundle, config=InferenceConfig(threads=threads))
         per_member.append({role: [segmenter.probabilities(v.images) for v in vols] for role, vols in volumes.items()})
-    mean = {role: [np.mean(ps, axis=0) for ps in zip(*(m[role] for m in per_member))] for role in ROLES}
+    mean = {role: [np.mean(ps, axis=0) for ps in zip(*(m[role] for m in per_member))] for role in roles}
     ways = {str(folder): probs for folder, probs in zip(folders, per_member)} | {"ensemble": mean}
-    return {way: score_way(probs, truths, split["test"]) for way, probs in ways.items()}
+    return {way: score_way(probs, truths, split[scored], scored) for way, probs in ways.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,23 +91,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cv", type=Path, action="append", required=True, help="CV folder (give two or more)")
     parser.add_argument("--out", type=Path, required=True, help="JSON report")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument(
+        "--score", choices=["test", "train"], default="test", help="patients to score (train: in-sample diagnostics)"
+    )
+    parser.add_argument("--folds", type=int, nargs="+", help="only these folds (default: every common fold)")
     args = parser.parse_args(argv)
     if len(args.cv) < 2:
         print("error: give at least two --cv folders", file=sys.stderr)
         return 2
     folds = common_folds(args.cv)
+    if args.folds is not None:
+        folds = [f for f in folds if int(f.removeprefix("fold_")) in args.folds]
     if not folds:
         print("error: no fold has a trained model in every --cv folder", file=sys.stderr)
         return 2
     named = index_dataset(args.data).by_name()
     results = {}
     for fold in folds:
-        results[fold] = fold_results(named, args.cv, fold, args.threads)
+        results[fold] = fold_results(named, args.cv, fold, args.threads, args.score)
         print(f"{fold}: " + ", ".join(f"{way} {r['rule']}" for way, r in results[fold].items()), flush=True)
     ways = list(results[folds[0]])
-    pooled = {w: {n: m for r in results.values() for n, m in r[w]["test"].items()} for w in ways}
+    pooled = {w: {n: m for r in results.values() for n, m in r[w][args.score].items()} for w in ways}
     report: dict[str, Any] = {
         "cv": [str(f) for f in args.cv],
+        "scored": args.score,
         "folds": results,
         "summary": {w: metrics.summarize(list(pooled[w].values())) for w in ways},
     }
