@@ -64,15 +64,15 @@ def teacher_targets(
         bundle = load_weights(path)
         refuse_leak(bundle, f"distill teacher {path}", test_patients)
         bundles.append(bundle)
-    total = np.zeros((sum(len(v.images) for v in volumes), *volumes[0].images.shape[1:3]), np.float32)
+    segmenters = [Segmenter(bundle, config=InferenceConfig(threads=threads)) for bundle in bundles]
+    soft = np.empty((sum(len(v.images) for v in volumes), *volumes[0].images.shape[1:3]), np.uint8)
+    start = 0
+    for volume in track(list(volumes), description=f"{len(paths)} teacher(s)"):
+        mean = np.mean([segmenter.probabilities(volume.images) for segmenter in segmenters], axis=0)
+        soft[start : start + len(volume.images)] = np.rint(mean * SOFT_SCALE)
+        start += len(volume.images)
     for path, bundle in zip(paths, bundles):
-        segmenter = Segmenter(bundle, config=InferenceConfig(threads=threads))
-        start = 0
-        for volume in track(list(volumes), description=f"teacher {path.parent.parent.parent.name or path.stem}"):
-            total[start : start + len(volume.images)] += segmenter.probabilities(volume.images)
-            start += len(volume.images)
         log(f"distill teacher {path} (SHA-256 {bundle.sha256[:12]}...) predicted {start} training slices")
-    soft = np.rint(total / len(paths) * SOFT_SCALE).astype(np.uint8)
     return torch.from_numpy(soft), [{"weights": str(p), "sha256": b.sha256} for p, b in zip(paths, bundles)]
 
 
