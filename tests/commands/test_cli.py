@@ -28,6 +28,7 @@ def run(args, capsys):
         (["evaluate", "--data", SAMPLE, "--out", "OUT", "--weights", "/no/such.safetensors"], "not found"),
         (["train", "--data", "/no/such/folder", "--out", "OUT", "--epochs", "0"], "epochs must be >= 1"),
         (["nonsense-command"], "No such command"),
+        (["predict", SAMPLE, "--out", "OUT", "--accurate", "--weights", "W"], "--accurate and --weights"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(args, message, capsys, tmp_path, monkeypatch):

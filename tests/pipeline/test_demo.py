@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from lggseg.evaluation import render
@@ -50,3 +51,18 @@ def test_demo_says_when_the_model_trained_on_a_sample_patient(tmp_path):
     report = run_demo(tmp_path / "out", weights=weights, log=lines.append)
     assert [row["seen_in_training"] for row in report["patients"]] == [True, False]
     assert "TRAINING patient" in next(line for line in lines if line.startswith(f"{names[0]}: Dice"))
+
+
+def test_demo_in_accurate_mode_reproduces_the_cross_validated_ensemble(tmp_path):
+    """``lggseg demo --accurate``: the packaged 4-network ensemble is the fold-0 models of recipes v3, v2,
+    v4 and v5, and the sample patients are fold-0 test patients, so each Dice must be the one the
+    cross-validation recorded for them (docs/cv/ensemble_4recipes.json: 0.9033 and 0.9370), held out."""
+    from lggseg.infer.ensemble import accurate_path
+
+    lines: list[str] = []
+    report = run_demo(tmp_path, weights=accurate_path(), log=lines.append)
+    dice = {row["patient"]: row["dice"] for row in report["patients"]}
+    assert dice["TCGA_CS_4944_20010208"] == pytest.approx(0.9033, abs=0.003)
+    assert dice["TCGA_CS_6667_20011105"] == pytest.approx(0.9370, abs=0.003)
+    assert all(row["seen_in_training"] is False for row in report["patients"])
+    assert sum("held out" in line for line in lines) == 2

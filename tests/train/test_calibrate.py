@@ -53,3 +53,51 @@ def test_score_is_the_mean_per_patient_dice_and_the_false_positive_slices_after_
     twice = score([prob, prob], [truth, truth], PostProcess(0.5))
     assert twice.mean_dice == pytest.approx(noisy.mean_dice) and twice.false_positive_slices == 2
     assert noisy.to_dict()["val_false_positive_rate_empty_slices"] == 0.5
+
+
+def _toy_members(folder, trained_on):
+    import torch
+
+    from lggseg.model.bundle import save_weights
+    from lggseg.model.unet import UNet, UNetConfig
+
+    files = []
+    for k, (context, seen) in enumerate(zip((0, 1), trained_on)):
+        torch.manual_seed(k)
+        model = UNet(UNetConfig(base_width=4, depth=2, in_channels=3 * (2 * context + 1), context_slices=context))
+        files.append(folder / f"m{k}.safetensors")
+        save_weights(files[-1], model.eval(), info={"fold": 0, "trained_on": seen})
+    return files
+
+
+def test_an_ensemble_is_calibrated_on_its_validation_patients_for_the_mean_of_its_members(tmp_path, tiny_dataset):
+    from lggseg.data.dataset import index_dataset
+    from lggseg.infer import ensemble
+    from lggseg.train.calibrate import RULES, recalibrate
+
+    names = [p.name for p in index_dataset(tiny_dataset).patients]
+    folder = tmp_path / "ens"
+    folder.mkdir()
+    ensemble.write_manifest(folder, _toy_members(folder, [names, names]), names)
+    report = recalibrate(folder, tiny_dataset, log=lambda _: None)  # dispatches on ensemble.json
+    manifest = ensemble.read_manifest(folder)
+    assert manifest["calibration"]["validation_patients"] == names
+    assert len(manifest["calibration"]["grid"]) == len(RULES)
+    chosen = {k: v for k, v in report["chosen"].items() if k in manifest["postprocess"]}
+    assert chosen == manifest["postprocess"]
+    assert ensemble.load_ensemble(folder)[0].post.to_dict() == manifest["postprocess"]
+
+
+def test_an_ensemble_rule_is_never_chosen_on_a_patient_some_member_did_not_train_on(tmp_path, tiny_dataset):
+    from lggseg.data.dataset import index_dataset
+    from lggseg.errors import LggsegError
+    from lggseg.infer import ensemble
+    from lggseg.train.calibrate import calibrate_ensemble
+
+    names = [p.name for p in index_dataset(tiny_dataset).patients]
+    folder = tmp_path / "ens"
+    folder.mkdir()
+    ensemble.write_manifest(folder, _toy_members(folder, [names, names[:1]]), names)
+    with pytest.raises(LggsegError, match=f"m1.safetensors: never saw validation patient\\(s\\) {names[1]}"):
+        calibrate_ensemble(folder, tiny_dataset, log=lambda _: None)
+    assert "postprocess" not in ensemble.read_manifest(folder)

@@ -30,6 +30,12 @@ DEVICE = typer.Option("auto", "--device", help="torch device: auto (CUDA when pr
 BF16 = typer.Option("auto", "--bf16", help="bf16 autocast (torch): auto (where the hardware has it), on, off")
 THREADS = typer.Option(0, "--threads", min=0, help="intra-op CPU threads (0: the runtime's default)")
 BATCH_SIZE = typer.Option(8, "--batch-size", min=1, help="slices per network call (memory grows with it)")
+ACCURATE = typer.Option(
+    False,
+    "--accurate",
+    help="the packaged 4-network ensemble instead of the default network: more accurate out of fold, "
+    "about 4x the network time (MODEL_CARD.md, 'Accurate mode')",
+)
 
 
 def _say(message: str) -> None:
@@ -41,6 +47,20 @@ def _inference(runtime: str, device: str, bf16: str, threads: int, batch_size: i
     from lggseg.infer.segmenter import InferenceConfig
 
     return InferenceConfig(runtime=runtime, device=device, bf16=bf16, threads=threads, batch_size=batch_size)
+
+
+def _weights(weights: Optional[Path], accurate: bool) -> Optional[Path]:
+    """The ``--weights`` value to load: the packaged accurate ensemble under ``--accurate``."""
+    if not accurate:
+        return weights
+    if weights is not None:
+        raise LggsegError("--accurate and --weights name two different models; give one of them")
+    from lggseg.infer.ensemble import MANIFEST, accurate_path
+
+    folder = accurate_path()
+    if not (folder / MANIFEST).exists():
+        raise LggsegError(f"this installation has no accurate ensemble ({folder / MANIFEST} is missing)")
+    return folder
 
 
 def _print_version(value: bool) -> None:
@@ -68,11 +88,13 @@ def demo(
     bf16: str = BF16,
     threads: int = THREADS,
     batch_size: int = BATCH_SIZE,
+    accurate: bool = ACCURATE,
 ) -> None:
     """Run the shipped model on the bundled sample patients and write overlays, NIfTI and figures."""
     from lggseg.pipeline.demo import run_demo
 
-    run_demo(out, inference=_inference(runtime, device, bf16, threads, batch_size), log=_say)
+    inference = _inference(runtime, device, bf16, threads, batch_size)
+    run_demo(out, _weights(None, accurate), inference=inference, log=_say)
 
 
 @data_app.command("check")
@@ -180,7 +202,7 @@ def evaluate(
     data: Path = typer.Option(..., "--data", help="kaggle_3m-style data folder with masks"),
     out: Path = typer.Option(..., "--out", help="report folder (metrics.json, per_patient.csv, plots)"),
     weights: Optional[Path] = typer.Option(
-        None, "--weights", help="weights file or run folder (default: shipped model)"
+        None, "--weights", help="weights file, run folder, or ensemble / CV folder (default: shipped model)"
     ),
     fold: Optional[int] = typer.Option(None, "--fold", help="evaluate the test patients of this canonical fold"),
     runtime: str = RUNTIME,
@@ -188,11 +210,13 @@ def evaluate(
     bf16: str = BF16,
     threads: int = THREADS,
     batch_size: int = BATCH_SIZE,
+    accurate: bool = ACCURATE,
 ) -> None:
     """Per-patient evaluation by the protocol of docs/protocol.md."""
     from lggseg.evaluation.evaluate import evaluate as run_evaluate
 
-    run_evaluate(data, out, weights, fold, _inference(runtime, device, bf16, threads, batch_size), log=_say)
+    inference = _inference(runtime, device, bf16, threads, batch_size)
+    run_evaluate(data, out, _weights(weights, accurate), fold, inference, log=_say)
 
 
 @app.command()
@@ -204,7 +228,7 @@ def predict(
     ),
     out: str = typer.Option(..., "--out", help="output folder (created if missing)"),
     weights: Optional[Path] = typer.Option(
-        None, "--weights", help="weights file or run folder (default: shipped model)"
+        None, "--weights", help="weights file, run folder, or ensemble / CV folder (default: shipped model)"
     ),
     flair: Optional[Path] = typer.Option(
         None, "--flair", help="one more case given as separate files: its FLAIR (NIfTI file or DICOM series folder)"
@@ -230,6 +254,7 @@ def predict(
     bf16: str = BF16,
     threads: int = THREADS,
     batch_size: int = BATCH_SIZE,
+    accurate: bool = ACCURATE,
 ) -> None:
     """Segment new scans; write masks, overlays, NIfTI (and DICOM SEG) outputs and summary.csv.
 
@@ -260,7 +285,7 @@ def predict(
     report = run_predict(
         list(inputs or []),
         Path(out),
-        weights,
+        _weights(weights, accurate),
         inference,
         log=lambda message: typer.echo(message, err=True),
         flair=flair,
@@ -283,7 +308,7 @@ def predict(
 def export(
     out: Path = typer.Option(..., "--out", help="ONNX file to write (its folder must exist)"),
     weights: Optional[Path] = typer.Option(
-        None, "--weights", help="weights file or run folder (default: shipped model)"
+        None, "--weights", help="weights file, run folder, or ensemble / CV folder (default: shipped model)"
     ),
     export_format: str = typer.Option("onnx", "--format", help="export format (onnx)"),
 ) -> None:
@@ -308,7 +333,7 @@ def serve(
     ),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port"),
     weights: Optional[Path] = typer.Option(
-        None, "--weights", help="weights file or run folder (default: shipped model)"
+        None, "--weights", help="weights file, run folder, or ensemble / CV folder (default: shipped model)"
     ),
     runtime: str = RUNTIME,
     device: str = DEVICE,
@@ -325,6 +350,7 @@ def serve(
     allowed_host: List[str] = typer.Option(
         [], "--allowed-host", help="extra Host name answered when bound beyond loopback (repeatable; '*': any)"
     ),
+    accurate: bool = ACCURATE,
 ) -> None:
     """Web page and HTTP API (FastAPI + uvicorn): open http://127.0.0.1:8000/ in a browser."""
     from lggseg.serve.app import serve as run_server
@@ -334,7 +360,9 @@ def serve(
         max_upload_bytes=megabytes_to_bytes(max_upload_mb), max_image_side=max_image_side, workers=workers, queue=queue
     )
     inference = _inference(runtime, device, bf16, threads, batch_size)
-    run_server(host, port, weights, inference, limits, log=_say, token=token, allowed_hosts=allowed_host)
+    run_server(
+        host, port, _weights(weights, accurate), inference, limits, log=_say, token=token, allowed_hosts=allowed_host
+    )
 
 
 register_shape(app)  # lggseg shape (issue 15), kept in its own module

@@ -1,26 +1,46 @@
 """Several models as one: the mean of their probabilities, then one post-processing rule.
 
-A cross-validation folder (``CV/fold_<k>/run/best.safetensors``, as ``lggseg cv`` writes it) or a
-folder of ``*.safetensors`` files can be given wherever ``--weights`` is accepted; the
-:class:`~lggseg.infer.segmenter.Segmenter` then runs every member on each batch and averages the
-probabilities. Each member was calibrated on its own validation patients; the ensemble uses the
-rule most members chose (ties go to the rule with fewer cleanup steps, then the lower threshold).
-An ensemble of ``n`` networks costs ``n`` times the network time of one.
+Wherever ``--weights`` is accepted, a folder can stand for an ensemble:
+
+* an **ensemble folder** holds ``ensemble.json`` (:data:`MANIFEST`): its member files with their
+  SHA-256 (checked on every load), the validation patients that chose its rule, and the rule chosen
+  on them for the mean of the members (``lggseg calibrate FOLDER --data DATA``,
+  :func:`lggseg.train.calibrate.calibrate_ensemble`). The packaged accurate mode (``--accurate``,
+  :func:`accurate_path`) is one;
+* a **cross-validation folder** (``CV/fold_<k>/run/best.safetensors``, as ``lggseg cv`` writes it)
+  or a folder of ``*.safetensors`` files: each member was calibrated on its own validation
+  patients, and the ensemble uses the rule most members chose (ties go to the rule with fewer
+  cleanup steps, then the lower threshold).
+
+Members may take different inputs (3 channels, or 2.5D with 1 or 2 slices of context; FLAIR
+alone): :class:`~lggseg.infer.segmenter.Segmenter` builds each member's own input and averages
+their ``(Z, H, W)`` probabilities. An ensemble of ``n`` networks costs the sum of their network
+times.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections import Counter
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from lggseg.errors import LggsegError
-from lggseg.infer.backends import Backend
+from lggseg.io import atomic
 from lggseg.model.bundle import BEST_NAME, ModelBundle, PostProcess, load_weights
+
+MANIFEST = "ensemble.json"
+FORMAT = "lggseg-ensemble-1"
+ACCURATE_NAME = "accurate"
+
+
+def accurate_path() -> Path:
+    """The packaged accurate ensemble (``--accurate``): a folder with :data:`MANIFEST`."""
+    return Path(str(resources.files("lggseg.model").joinpath("weights").joinpath(ACCURATE_NAME)))
 
 
 def cv_fold_weights(folder: str | Path) -> list[Path]:
@@ -31,12 +51,15 @@ def cv_fold_weights(folder: str | Path) -> list[Path]:
 def ensemble_members(folder: str | Path) -> list[Path]:
     """The weights files of an ensemble folder, or ``[]`` when ``folder`` is not one.
 
-    A CV folder gives ``fold_<k>/run/best.safetensors`` in fold order; any other folder gives its
-    ``*.safetensors`` files (except a lone run folder's ``best.safetensors``, which is one model).
+    A folder with :data:`MANIFEST` gives the files it lists; a CV folder gives
+    ``fold_<k>/run/best.safetensors`` in fold order; any other folder gives its ``*.safetensors``
+    files (except a lone run folder's ``best.safetensors``, which is one model).
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
+    if (folder / MANIFEST).exists():
+        return [folder / member["file"] for member in read_manifest(folder)["members"]]
     folds = cv_fold_weights(folder)
     if folds:
         return folds
@@ -46,65 +69,93 @@ def ensemble_members(folder: str | Path) -> list[Path]:
     return files if len(files) > 1 else []
 
 
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """``folder/ensemble.json``, checked: ``members`` (``file``, ``sha256``), ``validation``, and
+    ``postprocess`` (absent until the folder is calibrated)."""
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise LggsegError(f"{path}: not a readable ensemble manifest ({str(exc).splitlines()[0]})") from None
+    bad = f"{path}: not an lggseg ensemble manifest"
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise LggsegError(f"{bad} (format must be {FORMAT!r})")
+    members = manifest.get("members")
+    if not isinstance(members, list) or len(members) < 2:
+        raise LggsegError(f"{bad}: it must list at least two members")
+    for member in members:
+        name = member.get("file") if isinstance(member, dict) else None
+        if not isinstance(name, str) or Path(name).name != name or not isinstance(member.get("sha256"), str):
+            raise LggsegError(f"{bad}: each member needs a plain file name in this folder and its sha256")
+    if not isinstance(manifest.get("validation"), list):
+        raise LggsegError(f"{bad}: it must list its validation patients")
+    return manifest
+
+
+def write_manifest(
+    folder: str | Path, files: Sequence[Path], validation: Sequence[str], description: str = ""
+) -> dict[str, Any]:
+    """Start an ensemble folder: ``ensemble.json`` for member ``files`` (already in ``folder``) and
+    the ``validation`` patients that will choose its rule. Written atomically; not yet calibrated."""
+    folder = Path(folder)
+    members = []
+    for file in files:
+        file = Path(file)
+        if file.parent.resolve() != folder.resolve():
+            raise LggsegError(f"{file}: an ensemble member must sit in the ensemble folder {folder}")
+        members.append({"file": file.name, "sha256": load_weights(file).sha256})  # a valid lggseg weights file
+    manifest = {"format": FORMAT, "description": description, "members": members, "validation": list(validation)}
+    atomic.write_text(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    return read_manifest(folder)
+
+
+def set_manifest_rule(folder: str | Path, post: PostProcess, calibration: dict[str, Any]) -> None:
+    """Record the rule chosen for the ensemble (and how) in its manifest, atomically."""
+    manifest = read_manifest(folder)
+    manifest["postprocess"] = post.to_dict()
+    manifest["calibration"] = calibration
+    atomic.write_text(Path(folder) / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+
+
 def consensus_post(posts: Sequence[PostProcess]) -> PostProcess:
     """The rule most members chose; ties go to fewer cleanup steps, then the lower threshold."""
     if not posts:
         raise ValueError("no members")
     counts = Counter(posts)
-    return min(
-        counts,
-        key=lambda p: (
-            -counts[p],
-            p.n_rules,
-            p.threshold,
-            p.min_component,
-            p.min_peak,
-            p.min_slice_area,
-            p.min_extent,
-            p.min_end_core,
-            p.fill_holes,
-        ),
-    )
+    fields = [f.name for f in dataclasses.fields(PostProcess) if f.name != "threshold"]
+    return min(counts, key=lambda p: (-counts[p], p.n_rules, p.threshold, *(getattr(p, f) for f in fields)))
 
 
-class EnsembleBackend:
-    """Runs every member backend on the batch: ``(B, C, H, W)`` -> mean ``(B, 1, H, W)`` probabilities."""
+def load_ensemble(folder: str | Path) -> tuple[ModelBundle, list[ModelBundle]]:
+    """Load an ensemble folder (see the module docstring): its own bundle and its members.
 
-    def __init__(self, backends: Sequence[Backend]) -> None:
-        if not backends:
-            raise ValueError("an ensemble needs at least one member")
-        self.backends = list(backends)
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        total = self.backends[0](batch).astype(np.float32)
-        for backend in self.backends[1:]:
-            total += backend(batch)
-        return total / len(self.backends)
-
-
-def load_members(files: Sequence[Path]) -> tuple[ModelBundle, list[ModelBundle]]:
-    """Load the members and build the ensemble's own bundle (first member's network, consensus rule).
-
-    The ensemble bundle's ``sha256`` hashes the members' hashes in order, so a report names the exact set.
+    The ensemble bundle carries the rule (the manifest's, else the members' consensus), the
+    members' provenance in ``info["ensemble"]`` and a ``sha256`` of the members' hashes in order,
+    so a report names the exact set; its ``model`` and ``config`` are the first member's.
     """
-    members = [load_weights(f) for f in files]
-    inputs = {(m.config.in_channels, m.config.context_slices) for m in members}
-    if len(inputs) > 1:
-        kinds = ", ".join(f"{c} channels with {k} context slice(s)" for c, k in sorted(inputs))
-        raise LggsegError(f"{files[0].parent}: ensemble members take different inputs ({kinds})")
+    folder = Path(folder)
+    manifest = read_manifest(folder) if (folder / MANIFEST).exists() else None
+    files = ensemble_members(folder)
+    if not files:
+        raise LggsegError(f"{folder}: not an ensemble folder")
+    if manifest is None:
+        members = [load_weights(f) for f in files]
+        post = consensus_post([m.post for m in members])
+    else:
+        members = [load_weights(f, expected_sha256=m["sha256"]) for f, m in zip(files, manifest["members"])]
+        raw = manifest.get("postprocess")
+        try:
+            post = PostProcess(**raw) if isinstance(raw, dict) else consensus_post([m.post for m in members])
+        except (TypeError, ValueError) as exc:
+            raise LggsegError(f"{folder / MANIFEST}: bad postprocess ({exc})") from None
     digest = hashlib.sha256("".join(m.sha256 for m in members).encode()).hexdigest()
-    info = {
+    info: dict[str, Any] = {
         "ensemble": [
             {"weights": str(f), "sha256": m.sha256, "postprocess": m.post.to_dict(), "info": m.info}
             for f, m in zip(files, members)
         ]
     }
-    bundle = dataclasses.replace(
-        members[0],
-        post=consensus_post([m.post for m in members]),
-        tta="none",
-        info=info,
-        sha256=digest,
-        path=Path(files[0]).parent,
-    )
+    if manifest is not None:
+        info["manifest"] = {k: manifest[k] for k in ("description", "validation", "calibration") if k in manifest}
+    bundle = dataclasses.replace(members[0], post=post, tta="none", info=info, sha256=digest, path=folder)
     return bundle, members

@@ -12,6 +12,9 @@ before thresholding). For a volume ``(Z, H, W, 3)`` uint8:
 5. the weights' :class:`~lggseg.model.bundle.PostProcess` turns them into a mask (threshold, 3D
    component cleanup).
 
+An ensemble (:mod:`lggseg.infer.ensemble`) runs steps 1-4 for each member, with the input that
+member takes, and thresholds the mean of their probabilities with the ensemble's own rule.
+
 Memory is bounded by ``batch_size`` (images per network call, TTA flips included): only one batch
 of activations is alive at a time, plus the ``(Z, H, W)`` result. At 8, a 200-slice volume peaks
 ~300 MB above the loaded model with bf16 (fp32: ~460 MB, ONNX Runtime: ~360 MB); at 16, ~580 MB
@@ -20,6 +23,7 @@ of activations is alive at a time, plus the ``(Z, H, W)`` result. At 8, a 200-sl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,26 +81,43 @@ class InferenceConfig:
 
 
 class Segmenter:
-    """Loads the model once; :meth:`segment` maps a volume of any size to its mask."""
+    """Loads the model once; :meth:`segment` maps a volume of any size to its mask.
+
+    One network, or an ensemble (:mod:`lggseg.infer.ensemble`): ``members`` pairs each member's
+    bundle with its backend, and :meth:`probabilities` is the mean of the members' probabilities,
+    each computed from the input that member takes. ``bundle`` carries the rule applied to the mean.
+    """
 
     def __init__(
-        self, bundle: ModelBundle, backend: Backend | None = None, config: InferenceConfig | None = None
+        self,
+        bundle: ModelBundle,
+        backend: Backend | None = None,
+        config: InferenceConfig | None = None,
+        members: Sequence[tuple[ModelBundle, Backend]] | None = None,
     ) -> None:
         self.bundle = bundle
         self.config = config or InferenceConfig()
-        self.backend = backend or self.config.backend(bundle)
+        if members is None:
+            members = [(bundle, backend or self.config.backend(bundle))]
+        elif backend is not None or not members:
+            raise ValueError("give either one backend or a non-empty list of members")
+        self.members = list(members)
+
+    @property
+    def backend(self) -> Backend:
+        """The network of a single-model segmenter (an ensemble's first member)."""
+        return self.members[0][1]
 
     @classmethod
     def from_weights(cls, weights: str | Path | None = None, config: InferenceConfig | None = None) -> Segmenter:
-        """Load weights (None -> the shipped model; a run folder -> its best weights; a CV folder or a
-        folder of weights files -> their ensemble, see :mod:`lggseg.infer.ensemble`)."""
+        """Load weights (None -> the shipped model; a run folder -> its best weights; an ensemble,
+        CV or weights folder -> their ensemble, see :mod:`lggseg.infer.ensemble`)."""
         from lggseg.infer import ensemble
 
         config = config or InferenceConfig()
-        members = ensemble.ensemble_members(weights) if weights is not None else []
-        if members:
-            bundle, loaded = ensemble.load_members(members)
-            return cls(bundle, ensemble.EnsembleBackend([config.backend(m) for m in loaded]), config)
+        if weights is not None and ensemble.ensemble_members(weights):
+            bundle, loaded = ensemble.load_ensemble(weights)
+            return cls(bundle, config=config, members=[(m, config.backend(m)) for m in loaded])
         bundle = load_weights(weights)
         return cls(bundle, config.backend(bundle), config)
 
@@ -105,34 +126,42 @@ class Segmenter:
         return postprocess.apply(self.probabilities(images), self.bundle.post)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """images ``(Z, H, W, 3)`` uint8 of any H, W -> ``(Z, H, W)`` float32 probabilities.
+        """images ``(Z, H, W, 3)`` uint8 of any H, W -> ``(Z, H, W)`` float32 probabilities (an
+        ensemble: the mean of its members')."""
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise LggsegError(f"expected images of shape (Z, H, W, 3), got {images.shape}")
+        total = self.member_probabilities(*self.members[0], images)
+        for bundle, backend in self.members[1:]:
+            total += self.member_probabilities(bundle, backend, images)
+        if len(self.members) > 1:
+            total /= len(self.members)
+        return total
+
+    def member_probabilities(self, bundle: ModelBundle, backend: Backend, images: np.ndarray) -> np.ndarray:
+        """One network's ``(Z, H, W)`` float32 probabilities for images ``(Z, H, W, 3)`` uint8.
 
         A model trained on FLAIR alone (``info["input"] == "flair_only"``) is shown FLAIR alone
         (channel 1, filled as it was trained) whatever else the input holds.
         """
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise LggsegError(f"expected images of shape (Z, H, W, 3), got {images.shape}")
-        if self.bundle.info.get("input") == "flair_only":
-            images = flair_only_images(images[..., 1], flair_only_fill(self.bundle.info))
+        if bundle.info.get("input") == "flair_only":
+            images = flair_only_images(images[..., 1], flair_only_fill(bundle.info))
         shape = images.shape[1:3]
         if shape == (GRID, GRID):
-            return self.grid_probabilities(images)
+            return self.grid_probabilities(bundle, backend, images)
         grid = np.stack([fit_to_grid(image, None)[0] for image in images])
-        return resize_probabilities(self.grid_probabilities(grid), shape)
+        return resize_probabilities(self.grid_probabilities(bundle, backend, grid), shape)
 
-    def grid_probabilities(self, images: np.ndarray, stats: np.ndarray | None = None) -> np.ndarray:
-        """images ``(Z, h, w, 3)`` uint8 as given (no resizing) -> ``(Z, h, w)`` float32.
-
-        ``stats`` (``(4, 3)``) defaults to the volume's own normalisation stats.
-        """
-        flip = self.bundle.tta == "flip"
+    def grid_probabilities(self, bundle: ModelBundle, backend: Backend, images: np.ndarray) -> np.ndarray:
+        """One network on images ``(Z, h, w, 3)`` uint8 as given (no resizing) -> ``(Z, h, w)`` float32,
+        the volume normalised with its own stats."""
+        flip = bundle.tta == "flip"
         out = np.empty(images.shape[:3], np.float32)
         batch = self.config.batch_size
         step = max(1, batch // 2 if flip else batch)  # slices per call: with their flips, ``batch`` images
-        for start, x in volume_batches(images, self.bundle.config.context_slices, step, stats):
+        for start, x in volume_batches(images, bundle.config.context_slices, step):
             if flip:
                 x = torch.cat([x, x.flip(-1)])
-            prob = self.backend(np.ascontiguousarray(x.numpy()))[:, 0]
+            prob = backend(np.ascontiguousarray(x.numpy()))[:, 0]
             if flip:
                 n = prob.shape[0] // 2
                 prob = 0.5 * (prob[:n] + prob[n:, :, ::-1])

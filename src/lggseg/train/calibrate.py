@@ -22,7 +22,7 @@ import numpy as np
 from lggseg.data.dataset import Volume, index_dataset, load_volume
 from lggseg.errors import LggsegError
 from lggseg.evaluation import metrics
-from lggseg.infer import postprocess
+from lggseg.infer import ensemble, postprocess, provenance
 from lggseg.infer.segmenter import Segmenter
 from lggseg.model.bundle import PostProcess, load_weights, save_weights
 from lggseg.train.run_folder import RunFolder
@@ -106,6 +106,34 @@ def select_rule(scores: list[RuleScore], tie: float = TIE) -> RuleScore:
     return min(contenders, key=lambda s: s.false_positive_slices)  # min keeps the first of equals
 
 
+def score_rules(segmenter: Segmenter, val_volumes: list[Volume]) -> list[RuleScore]:
+    """Every rule of :data:`RULES` on the validation volumes, from one prediction of each volume."""
+    truths = [v.require_masks() for v in val_volumes]
+    probs = [segmenter.probabilities(v.images) for v in val_volumes]
+    return [score(probs, truths, rule) for rule in RULES]
+
+
+def calibration_report(val_volumes: list[Volume], scores: list[RuleScore], chosen: RuleScore) -> dict[str, Any]:
+    """What ``calibration.json`` (or an ensemble manifest) records of a choice."""
+    return {
+        "validation_patients": [v.name for v in val_volumes],
+        "chosen": chosen.to_dict(),
+        "plain_threshold_0.5_val_mean_dice": scores[0].mean_dice,
+        "tie": TIE,
+        "selection": "best mean Dice; within the tie, fewest false-positive slices; then the rule listed first",
+        "grid": [s.to_dict() for s in scores],
+    }
+
+
+def _log_choice(log: Callable[[str], None], n: int, scores: list[RuleScore], chosen: RuleScore) -> None:
+    baseline = scores[0]
+    log(
+        f"calibration on {n} validation patients: plain 0.5 threshold {baseline.mean_dice:.4f} "
+        f"({baseline.false_positive_slices} false-positive slices) -> {chosen.mean_dice:.4f} "
+        f"({chosen.false_positive_slices}) with {chosen.rule}"
+    )
+
+
 def calibrate_run(run: RunFolder, val_volumes: list[Volume], log: Callable[[str], None] = print) -> dict[str, Any]:
     """Pick the post-processing for the run's best weights on the validation volumes.
 
@@ -113,30 +141,53 @@ def calibrate_run(run: RunFolder, val_volumes: list[Volume], log: Callable[[str]
     ``calibration.json``; the loaded bundle itself is never changed.
     """
     bundle = load_weights(run.best)
-    segmenter = Segmenter(bundle)
-    truths = [v.require_masks() for v in val_volumes]
-    probs = [segmenter.probabilities(v.images) for v in val_volumes]
-    scores = [score(probs, truths, rule) for rule in RULES]
-    baseline = scores[0]
+    scores = score_rules(Segmenter(bundle), val_volumes)
     chosen = select_rule(scores)
-    log(
-        f"calibration on {len(val_volumes)} validation patients: plain 0.5 threshold {baseline.mean_dice:.4f} "
-        f"({baseline.false_positive_slices} false-positive slices) -> {chosen.mean_dice:.4f} "
-        f"({chosen.false_positive_slices}) with {chosen.rule}"
-    )
-    calibration = {"val_mean_dice": chosen.mean_dice, "val_mean_dice_plain": baseline.mean_dice}
+    _log_choice(log, len(val_volumes), scores, chosen)
+    calibration = {"val_mean_dice": chosen.mean_dice, "val_mean_dice_plain": scores[0].mean_dice}
     info = dict(bundle.info, calibration=calibration)
     save_weights(run.best, bundle.model, chosen.rule, "none", info)
-    report = {
-        "validation_patients": [v.name for v in val_volumes],
-        "chosen": chosen.to_dict(),
-        "plain_threshold_0.5_val_mean_dice": baseline.mean_dice,
-        "tie": TIE,
-        "selection": "best mean Dice; within the tie, fewest false-positive slices; then the rule listed first",
-        "grid": [s.to_dict() for s in scores],
-    }
+    report = calibration_report(val_volumes, scores, chosen)
     run.write_calibration(report)
     return report
+
+
+def calibrate_ensemble(folder: str | Path, data: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Choose an ensemble folder's rule (:mod:`lggseg.infer.ensemble`) for the mean of its members, on
+    the validation patients its manifest lists, and record it in the manifest.
+
+    Those patients must have shaped every member (each member's recorded training and validation
+    patients): a patient that some member never saw would be a test patient, and test patients
+    choose nothing.
+    """
+    manifest = ensemble.read_manifest(folder)
+    validation = [str(name) for name in manifest["validation"]]
+    if not validation:
+        raise LggsegError(f"{Path(folder) / ensemble.MANIFEST}: lists no validation patients to calibrate on")
+    _, members = ensemble.load_ensemble(folder)
+    for member, entry in zip(members, manifest["members"]):
+        unseen = [name for name in validation if provenance.seen_in_training(member.info, name) is not True]
+        if unseen:
+            raise LggsegError(
+                f"{entry['file']}: never saw validation patient(s) {', '.join(unseen)}; an ensemble's rule is "
+                "chosen on patients every member trained or validated on"
+            )
+    volumes = _load_patients(data, validation, str(folder))
+    segmenter = Segmenter.from_weights(folder)
+    scores = score_rules(segmenter, volumes)
+    chosen = select_rule(scores)
+    _log_choice(log, len(volumes), scores, chosen)
+    report = calibration_report(volumes, scores, chosen)
+    ensemble.set_manifest_rule(folder, chosen.rule, report)
+    return report
+
+
+def _load_patients(data: str | Path, names: list[str], owner: str) -> list[Volume]:
+    named = index_dataset(data).by_name()
+    missing = [name for name in names if name not in named]
+    if missing:
+        raise LggsegError(f"{data}: lacks validation patient(s) {', '.join(missing)} of {owner}")
+    return [load_volume(named[name]) for name in names]
 
 
 def recalibrate(run_path: str | Path, data: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -144,7 +195,10 @@ def recalibrate(run_path: str | Path, data: str | Path, log: Callable[[str], Non
 
     For runs calibrated before the rule list changed: the network is untouched, only the rule
     stored in ``best.safetensors`` (and ``calibration.json``) is chosen anew from :data:`RULES`.
+    An ensemble folder (``ensemble.json``) is calibrated by :func:`calibrate_ensemble`.
     """
+    if (Path(run_path) / ensemble.MANIFEST).exists():
+        return calibrate_ensemble(run_path, data, log)
     run = RunFolder(run_path)
     split_file = run / RunFolder.SPLIT
     needed = (run.best, split_file)
@@ -154,9 +208,5 @@ def recalibrate(run_path: str | Path, data: str | Path, log: Callable[[str], Non
     validation = json.loads(split_file.read_text()).get("validation", [])
     if not validation:
         raise LggsegError(f"{split_file}: lists no validation patients to calibrate on")
-    named = index_dataset(data).by_name()
-    missing = [name for name in validation if name not in named]
-    if missing:
-        raise LggsegError(f"{data}: lacks validation patient(s) {', '.join(missing)} of {run.path}")
     # a FLAIR-only model (info input=flair_only) is shown FLAIR alone by the Segmenter itself
-    return calibrate_run(run, [load_volume(named[name]) for name in validation], log)
+    return calibrate_run(run, _load_patients(data, validation, str(run.path)), log)
