@@ -7,7 +7,9 @@ own subprocess (so peak RSS is per case and malloc tuning, which is process-wide
   random init), run the way peers run it: eager PyTorch, fp32, NCHW, default glibc allocator
   (no mallopt, GLIBC_TUNABLES removed), batches of 16 for a volume, no TTA;
 * ``torch``: our shipped model through ``Segmenter.from_weights(config=InferenceConfig(runtime="torch"))``;
-* ``onnx``: our shipped model through ``Segmenter.from_weights(config=InferenceConfig(runtime="onnx"))``.
+* ``onnx``: our shipped model through ``Segmenter.from_weights(config=InferenceConfig(runtime="onnx"))``;
+* with ``--with-accurate``, ``accurate``: the packaged 4-network ensemble (``lggseg predict --accurate``);
+  its batch-1 time is one slice through all four networks, each with its own input.
 
 For each: ms/slice at batch 1 (one network call on one slice, median), whole-volume throughput
 (``Segmenter.probabilities`` on the patient: normalisation + the shipped TTA + network, in
@@ -20,6 +22,7 @@ Dice and how many mask voxels change.
     python benchmarks/inference.py                  # full run (minutes)
     python benchmarks/inference.py --quick          # smoke run
     python benchmarks/inference.py --json out.json  # also write every number as JSON
+    python benchmarks/inference.py --no-levers --no-predict --with-accurate --json out.json  # + accurate mode
 
 ``--data`` (default ``../shared/data/lgg/kaggle_3m`` beside the repository) is the full LGG data
 set: the patients the weights never saw (their fold's test patients; for a final model, the patients
@@ -106,7 +109,7 @@ def build_segmenter(spec: dict[str, Any]) -> Any:
         bundle = ModelBundle(net, PostProcess(), "none", {}, "random-init")
         return Segmenter(bundle, ReferenceBackend(net), InferenceConfig(batch_size=spec["batch_size"]))
     batch = InferenceConfig(batch_size=spec.get("batch_size") or 8)
-    if spec.get("default"):  # literally the path `lggseg predict --runtime X` takes
+    if spec.get("default"):  # literally the path `lggseg predict --runtime X [--accurate]` takes
         return Segmenter.from_weights(
             spec["weights"], InferenceConfig(runtime=spec["runtime"], batch_size=batch.batch_size)
         )
@@ -163,25 +166,30 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
             "peak_rss_mb": peak_rss_mb(),
             "growth_mb": peak_rss_mb() - ready,
         }
-    x = network_input(images, segmenter.bundle.config.context_slices)
+    # each network's own input (an ensemble's members may take different ones); batch 1 runs them all
+    inputs = [(network_input(images, bundle.config.context_slices), net) for bundle, net in segmenter.members]
     result: dict[str, Any] = {
         "name": spec["name"],
         "build_seconds": build_seconds,
         "rss_ready_mb": current_rss_mb(),
+        "networks": len(inputs),
         **describe_backend(segmenter),
     }
 
-    backend = segmenter.backend
-    n_single = min(spec["n_single"], len(x))
-    picks = np.linspace(0, len(x) - 1, n_single).round().astype(int)
+    def one_slice(i: int) -> None:
+        for x, net in inputs:
+            net(x[i : i + 1])
+
+    n_single = min(spec["n_single"], len(images))
+    picks = np.linspace(0, len(images) - 1, n_single).round().astype(int)
     for i in picks[:2]:  # warm-up: first calls allocate and pick kernels
-        backend(x[i : i + 1])
+        one_slice(i)
     times = []
     cpu0 = time.process_time()
     for _ in range(spec["rounds"]):
         for i in picks:
             t0 = time.perf_counter()
-            backend(x[i : i + 1])
+            one_slice(i)
             times.append(time.perf_counter() - t0)
     result["ms_per_slice_b1"] = 1000 * statistics.median(times)
     result["ms_per_slice_b1_mean"] = 1000 * statistics.fmean(times)
@@ -203,7 +211,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     result["n_volume_slices"] = len(images)
     result["volume_slices_per_s"], result["volume_cpu_ms_per_slice"] = volume_rate(segmenter)
     if segmenter.bundle.tta != "none":
-        plain = type(segmenter)(dataclasses.replace(segmenter.bundle, tta="none"), backend, segmenter.config)
+        plain = type(segmenter)(dataclasses.replace(segmenter.bundle, tta="none"), segmenter.backend, segmenter.config)
         result["volume_slices_per_s_no_tta"], result["volume_cpu_ms_per_slice_no_tta"] = volume_rate(plain)
     else:
         result["volume_slices_per_s_no_tta"], result["volume_cpu_ms_per_slice_no_tta"] = (
@@ -404,6 +412,8 @@ def cases(
         case("ours torch (default)", runtime="torch", default=True),
         case("ours onnx (default)", runtime="onnx", default=True),
     ]
+    if args.accurate:  # the packaged 4-network ensemble, the path `lggseg predict --accurate` takes
+        main.append(case("ours torch --accurate (4 networks)", runtime="torch", default=True, weights=args.accurate))
     if args.no_levers:
         return main
     levers = [
@@ -470,7 +480,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--calib-patients", type=int, default=8, help="training patients for int8 calibration (8 slices each)"
     )
-    parser.add_argument("--no-levers", action="store_true", help="only the three headline cases")
+    parser.add_argument("--no-levers", action="store_true", help="only the headline cases")
+    parser.add_argument(
+        "--with-accurate",
+        action="store_true",
+        help="also time the packaged accurate ensemble (--accurate; with the shipped model only: its Dice "
+        "patients are ones every member held out)",
+    )
     parser.add_argument("--no-predict", action="store_true", help="skip the end-to-end `lggseg predict` timing")
     parser.add_argument("--json", default=None, help="write all results to this JSON file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -484,6 +500,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sys.path.insert(0, str(REPO / "src"))
+    from lggseg.infer.ensemble import accurate_path
+
+    if args.with_accurate and args.weights is not None:
+        print("error: --with-accurate times the shipped model's accurate mode; leave out --weights", file=sys.stderr)
+        return 2
+    args.accurate = str(accurate_path()) if args.with_accurate else None
     from lggseg.data.bundled import sample_root
     from lggseg.data.dataset import index_dataset
     from lggseg.model.bundle import load_weights, resolve_weights

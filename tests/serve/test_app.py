@@ -136,6 +136,7 @@ def test_healthz_reports_the_model(client: TestClient, segmenter: Segmenter) -> 
     assert health["ready"] is True and health["status"] == "ok"
     assert health["model"]["sha256"] == segmenter.bundle.sha256 == shipped_sha256()
     assert health["model"]["config"]["base_width"] == segmenter.bundle.config.base_width
+    assert health["model"]["networks"] == 1
     assert health["runtime"] == "torch"
     assert health["limits"]["max_upload_bytes"] == 50 * 2**20
 

@@ -69,7 +69,8 @@ class Service:
             "model": {
                 "sha256": bundle.sha256,
                 "architecture": "U-Net",
-                "config": bundle.config.to_dict(),
+                "networks": len(self.segmenter.members),  # > 1: an ensemble, whose members are in info
+                "config": bundle.config.to_dict(),  # an ensemble's first member
                 "postprocess": bundle.post.to_dict(),
                 "tta": bundle.tta,
                 "info": bundle.info,
