@@ -183,14 +183,17 @@ def cv(
 
 @app.command()
 def calibrate(
-    run: Path = typer.Argument(..., help="a finished run folder (best.safetensors, split.json)"),
+    run: Path = typer.Argument(
+        ..., help="a finished run folder (best.safetensors, split.json) or an ensemble folder (ensemble.json)"
+    ),
     data: Path = typer.Option(..., "--data", help="kaggle_3m-style data folder holding the run's validation patients"),
 ) -> None:
-    """Choose a finished run's post-processing again on its own validation patients (after the rule list changed).
+    """Choose the post-processing on validation patients: a run's again (after the rule list changed), or an ensemble's.
 
     The network is untouched; the chosen rule replaces the one in best.safetensors and
     calibration.json. In a cross-validation folder, run `lggseg cv --merge-only` afterwards: it
-    re-evaluates every fold whose weights changed.
+    re-evaluates every fold whose weights changed. An ensemble folder's rule is chosen for the mean
+    of its members on the validation patients its ensemble.json lists, and recorded there.
     """
     from lggseg.train.calibrate import recalibrate
 
