@@ -105,7 +105,7 @@ def write_manifest(
             raise LggsegError(f"{file}: an ensemble member must sit in the ensemble folder {folder}")
         members.append({"file": file.name, "sha256": load_weights(file).sha256})  # a valid lggseg weights file
     manifest = {"format": FORMAT, "description": description, "members": members, "validation": list(validation)}
-    atomic.write_text(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    _save_manifest(folder, manifest)
     return read_manifest(folder)
 
 
@@ -114,6 +114,10 @@ def set_manifest_rule(folder: str | Path, post: PostProcess, calibration: dict[s
     manifest = read_manifest(folder)
     manifest["postprocess"] = post.to_dict()
     manifest["calibration"] = calibration
+    _save_manifest(folder, manifest)
+
+
+def _save_manifest(folder: str | Path, manifest: dict[str, Any]) -> None:
     atomic.write_text(Path(folder) / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
 
@@ -135,7 +139,7 @@ def load_ensemble(folder: str | Path) -> tuple[ModelBundle, list[ModelBundle]]:
     """
     folder = Path(folder)
     manifest = read_manifest(folder) if (folder / MANIFEST).exists() else None
-    files = ensemble_members(folder)
+    files = [folder / m["file"] for m in manifest["members"]] if manifest else ensemble_members(folder)
     if not files:
         raise LggsegError(f"{folder}: not an ensemble folder")
     if manifest is None:

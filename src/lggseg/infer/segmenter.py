@@ -116,10 +116,17 @@ class Segmenter:
 
         config = config or InferenceConfig()
         if weights is not None and ensemble.ensemble_members(weights):
-            bundle, loaded = ensemble.load_ensemble(weights)
-            return cls(bundle, config=config, members=[(m, config.backend(m)) for m in loaded])
+            return cls.of_members(*ensemble.load_ensemble(weights), config)
         bundle = load_weights(weights)
         return cls(bundle, config.backend(bundle), config)
+
+    @classmethod
+    def of_members(
+        cls, bundle: ModelBundle, members: Sequence[ModelBundle], config: InferenceConfig | None = None
+    ) -> Segmenter:
+        """An ensemble of loaded ``members``, each on its own backend; ``bundle`` carries the rule for their mean."""
+        config = config or InferenceConfig()
+        return cls(bundle, config=config, members=[(m, config.backend(m)) for m in members])
 
     def segment(self, images: np.ndarray) -> np.ndarray:
         """images ``(Z, H, W, 3)`` uint8 of any H, W -> mask ``(Z, H, W)`` bool on the same grid."""

@@ -164,7 +164,7 @@ def calibrate_ensemble(folder: str | Path, data: str | Path, log: Callable[[str]
     validation = [str(name) for name in manifest["validation"]]
     if not validation:
         raise LggsegError(f"{Path(folder) / ensemble.MANIFEST}: lists no validation patients to calibrate on")
-    _, members = ensemble.load_ensemble(folder)
+    bundle, members = ensemble.load_ensemble(folder)
     for member, entry in zip(members, manifest["members"]):
         unseen = [name for name in validation if provenance.seen_in_training(member.info, name) is not True]
         if unseen:
@@ -173,8 +173,7 @@ def calibrate_ensemble(folder: str | Path, data: str | Path, log: Callable[[str]
                 "chosen on patients every member trained or validated on"
             )
     volumes = _load_patients(data, validation, str(folder))
-    segmenter = Segmenter.from_weights(folder)
-    scores = score_rules(segmenter, volumes)
+    scores = score_rules(Segmenter.of_members(bundle, members), volumes)
     chosen = select_rule(scores)
     _log_choice(log, len(volumes), scores, chosen)
     report = calibration_report(volumes, scores, chosen)

@@ -64,12 +64,11 @@ def teacher_targets(
         bundle = load_weights(path)
         refuse_leak(bundle, f"distill teacher {path}", test_patients)
         bundles.append(bundle)
-    segmenters = [Segmenter(bundle, config=InferenceConfig(threads=threads)) for bundle in bundles]
+    teachers = Segmenter.of_members(bundles[0], bundles, InferenceConfig(threads=threads))  # mean of the teachers
     soft = np.empty((sum(len(v.images) for v in volumes), *volumes[0].images.shape[1:3]), np.uint8)
     start = 0
     for volume in track(list(volumes), description=f"{len(paths)} teacher(s)"):
-        mean = np.mean([segmenter.probabilities(volume.images) for segmenter in segmenters], axis=0)
-        soft[start : start + len(volume.images)] = np.rint(mean * SOFT_SCALE)
+        soft[start : start + len(volume.images)] = np.rint(teachers.probabilities(volume.images) * SOFT_SCALE)
         start += len(volume.images)
     for path, bundle in zip(paths, bundles):
         log(f"distill teacher {path} (SHA-256 {bundle.sha256[:12]}...) predicted {start} training slices")
