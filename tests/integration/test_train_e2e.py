@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,8 +70,6 @@ def test_train_writes_checkpoints_curves_log_config(trained_run):
 
 
 def test_resume_continues_from_last_epoch(trained_run, tmp_path):
-    import shutil
-
     run = tmp_path / "resumed"
     shutil.copytree(trained_run, run)
     assert run_cli(["train", "--resume", str(run), "--epochs", "2"]) == 0
@@ -88,10 +87,14 @@ def test_fine_tune_starts_from_weights_and_records_their_patients(trained_run, s
 
     start = load_weights(trained_run)
     cfg = config_from_dict({**TINY, "data": str(sample_dir), "out": str(tmp_path / "ft"), "calibrate": False})
-    cfg = cfg.replace(init_weights=str(trained_run / "best.safetensors"), lr=1e-9, warmup_epochs=0.0)
-    train(cfg, log=lambda _: None)
+    # "{fold}" in the path names the run's own fold's weights
+    (tmp_path / f"fold_{cfg.fold}").mkdir()
+    shutil.copy(trained_run / "best.safetensors", tmp_path / f"fold_{cfg.fold}" / "best.safetensors")
+    template = str(tmp_path / "fold_{fold}" / "best.safetensors")
+    # with a weight average, the average is what is saved: it must start from the initial weights too
+    train(cfg.replace(init_weights=template, lr=1e-9, warmup_epochs=0.0, ema_decay=0.99), log=lambda _: None)
     tuned = load_weights(tmp_path / "ft")
-    # a learning rate of 1e-9 leaves the convolutions where the initial weights put them
+    # a learning rate of 1e-9 leaves the convolutions (and their average) where the initial weights put them
     for name, tensor in start.model.state_dict().items():
         if name.endswith(".weight") and tensor.dim() == 4:
             assert torch.allclose(tuned.model.state_dict()[name], tensor, atol=1e-6), name
@@ -146,8 +149,6 @@ def test_a_25d_run_with_per_image_dice_trains_and_predicts(sample_dir, tmp_path)
 
 
 def test_calibrate_chooses_a_finished_runs_rule_again_on_its_validation_patients(trained_run, tmp_path, sample_dir):
-    import shutil
-
     from lggseg.model.bundle import PostProcess, save_weights
     from lggseg.train.calibrate import RULES
 

@@ -45,7 +45,7 @@ class TrainConfig:
     max_train_patients: int = 0
     calibrate: bool = True
     sync_bn: bool = False  # SyncBatchNorm across processes in distributed training (CUDA only)
-    init_weights: str = ""  # start from these weights (fine-tuning); they must not have seen this fold's test patients
+    init_weights: str = ""  # fine-tune from these weights ("{fold}" = this fold); never ones that saw its test set
     distill_teachers: tuple[str, ...] = ()  # weights whose mean probability enters the target; "{fold}" = this fold
     distill_weight: float = 0.5  # share of the target from the teachers (the rest from the annotation)
     model: UNetConfig = field(default_factory=UNetConfig)

@@ -109,6 +109,8 @@ def _train(
     init_seen: list[str] = []
     if cfg.init_weights:
         init_seen = init_from_weights(cfg, unet, list(split.test), load_state=not resume, log=log)
+        if averaged is not None and not resume:  # the average starts from the fine-tune's starting point
+            averaged.load_state_dict(unet.state_dict())
     bank = SliceBank.from_volumes(train_volumes)
     teachers: list[dict[str, str]] = []
     if cfg.distill_teachers:  # the student's targets mix the annotation with the teachers' mean probability
@@ -192,18 +194,19 @@ def init_from_weights(
 ) -> list[str]:
     """Fine-tuning: copy ``cfg.init_weights`` into ``unet``; returns the patients those weights saw.
 
-    Refuses weights of another architecture, weights that do not record their training patients,
-    and weights that saw any of this fold's test patients (that would leak the test set).
+    ``{fold}`` in the path is replaced by the run's fold (as for ``distill_teachers``), so one
+    config fine-tunes each fold of a cross-validation from that fold's own network. Refuses weights
+    of another architecture, weights that do not record their training patients, and weights that
+    saw any of this fold's test patients (that would leak the test set).
     """
-    bundle = load_weights(cfg.init_weights)
+    path = teacher_paths([cfg.init_weights], cfg.fold)[0]
+    bundle = load_weights(path)
     if bundle.model.config != cfg.model:
-        raise LggsegError(
-            f"init_weights {cfg.init_weights}: architecture {bundle.model.config} differs from {cfg.model}"
-        )
-    seen = refuse_leak(bundle, f"init_weights {cfg.init_weights}", test_patients)
+        raise LggsegError(f"init_weights {path}: architecture {bundle.model.config} differs from {cfg.model}")
+    seen = refuse_leak(bundle, f"init_weights {path}", test_patients)
     if load_state:
         unet.load_state_dict(bundle.model.state_dict())
-        log(f"initialised from {cfg.init_weights} (SHA-256 {bundle.sha256[:12]}..., trained on {len(seen)} patients)")
+        log(f"initialised from {path} (SHA-256 {bundle.sha256[:12]}..., trained on {len(seen)} patients)")
     return seen
 
 
