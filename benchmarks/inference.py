@@ -9,7 +9,10 @@ own subprocess (so peak RSS is per case and malloc tuning, which is process-wide
 * ``torch``: our shipped model through ``Segmenter.from_weights(config=InferenceConfig(runtime="torch"))``;
 * ``onnx``: our shipped model through ``Segmenter.from_weights(config=InferenceConfig(runtime="onnx"))``;
 * with ``--with-accurate``, ``accurate``: the packaged 4-network ensemble (``lggseg predict --accurate``);
-  its batch-1 time is one slice through all four networks, each with its own input.
+  its batch-1 time is one slice through all four networks, each with its own input;
+* with ``--plan WxN`` (repeatable), ``plan``: what an ensemble of N networks of width W *would*
+  cost before any is trained: N random-init U-Nets of the shipped architecture with ``base_width``
+  W, through ``Segmenter.of_members`` and the default torch path (speed only, no Dice).
 
 For each: ms/slice at batch 1 (one network call on one slice, median), whole-volume throughput
 (``Segmenter.probabilities`` on the patient: normalisation + the shipped TTA + network, in
@@ -23,6 +26,7 @@ Dice and how many mask voxels change.
     python benchmarks/inference.py --quick          # smoke run
     python benchmarks/inference.py --json out.json  # also write every number as JSON
     python benchmarks/inference.py --no-levers --no-predict --with-accurate --json out.json  # + accurate mode
+    python benchmarks/inference.py --no-levers --no-predict --plan 8x2 --plan 12x2 --json out.json  # ensembles to be
 
 ``--data`` (default ``../shared/data/lgg/kaggle_3m`` beside the repository) is the full LGG data
 set: the patients the weights never saw (their fold's test patients; for a final model, the patients
@@ -109,6 +113,8 @@ def build_segmenter(spec: dict[str, Any]) -> Any:
         bundle = ModelBundle(net, PostProcess(), "none", {}, "random-init")
         return Segmenter(bundle, ReferenceBackend(net), InferenceConfig(batch_size=spec["batch_size"]))
     batch = InferenceConfig(batch_size=spec.get("batch_size") or 8)
+    if spec["runtime"] == "plan":
+        return planned_ensemble(load_weights(spec["weights"]), spec["width"], spec["networks"], batch)
     if spec.get("default"):  # literally the path `lggseg predict --runtime X [--accurate]` takes
         return Segmenter.from_weights(
             spec["weights"], InferenceConfig(runtime=spec["runtime"], batch_size=batch.batch_size)
@@ -121,6 +127,22 @@ def build_segmenter(spec: dict[str, Any]) -> Any:
 
         backend = OnnxBackend(bundle, threads=spec.get("threads"), model=spec.get("onnx_model"))
     return Segmenter(bundle, backend, batch)
+
+
+def planned_ensemble(shipped: Any, width: int, networks: int, config: Any) -> Any:
+    """``networks`` random-init U-Nets like ``shipped``'s but ``width`` wide, as one ensemble Segmenter."""
+    import torch
+
+    from lggseg.infer.segmenter import Segmenter
+    from lggseg.model.bundle import ModelBundle
+    from lggseg.model.unet import UNet
+
+    members = []
+    for seed in range(networks):
+        torch.manual_seed(seed)
+        net = UNet(dataclasses.replace(shipped.config, base_width=width)).eval()
+        members.append(ModelBundle(net, shipped.post, "none", {}, f"random-init-{seed}"))
+    return Segmenter.of_members(members[0], members, config)
 
 
 def describe_backend(segmenter: Any) -> dict[str, Any]:
@@ -414,6 +436,17 @@ def cases(
     ]
     if args.accurate:  # the packaged 4-network ensemble, the path `lggseg predict --accurate` takes
         main.append(case("ours torch --accurate (4 networks)", runtime="torch", default=True, weights=args.accurate))
+    for plan in args.plan:  # "WxN": N random-init networks of width W, timed as one ensemble
+        width, networks = (int(v) for v in plan.lower().split("x"))
+        main.append(
+            case(
+                f"plan: {networks} x f={width} (random init)",
+                dice=False,
+                runtime="plan",
+                width=width,
+                networks=networks,
+            )
+        )
     if args.no_levers:
         return main
     levers = [
@@ -465,6 +498,14 @@ def print_table(results: list[dict[str, Any]], log: Any) -> None:
         )
 
 
+def plan_spec(text: str) -> str:
+    """``--plan`` values: ``WxN`` with a width W >= 4 and N >= 1 networks."""
+    match = re.fullmatch(r"(\d+)[xX](\d+)", text)
+    if not match or int(match.group(1)) < 4 or int(match.group(2)) < 1:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxNETWORKS such as 8x2, got {text!r}")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -486,6 +527,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also time the packaged accurate ensemble (--accurate; with the shipped model only: its Dice "
         "patients are ones every member held out)",
+    )
+    parser.add_argument(
+        "--plan",
+        action="append",
+        default=[],
+        metavar="WxN",
+        type=plan_spec,
+        help="also time N random-init networks of width W as one ensemble (speed only; repeatable, e.g. 8x2)",
     )
     parser.add_argument("--no-predict", action="store_true", help="skip the end-to-end `lggseg predict` timing")
     parser.add_argument("--json", default=None, help="write all results to this JSON file")
