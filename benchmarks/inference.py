@@ -436,8 +436,7 @@ def cases(
     ]
     if args.accurate:  # the packaged 4-network ensemble, the path `lggseg predict --accurate` takes
         main.append(case("ours torch --accurate (4 networks)", runtime="torch", default=True, weights=args.accurate))
-    for plan in args.plan:  # "WxN": N random-init networks of width W, timed as one ensemble
-        width, networks = (int(v) for v in plan.lower().split("x"))
+    for width, networks in args.plan:  # N random-init networks of width W, timed as one ensemble
         main.append(
             case(
                 f"plan: {networks} x f={width} (random init)",
@@ -498,12 +497,12 @@ def print_table(results: list[dict[str, Any]], log: Any) -> None:
         )
 
 
-def plan_spec(text: str) -> str:
-    """``--plan`` values: ``WxN`` with a width W >= 4 and N >= 1 networks."""
+def plan_spec(text: str) -> tuple[int, int]:
+    """A ``--plan`` value ``WxN`` -> ``(W, N)``: a width W >= 4 and N >= 1 networks."""
     match = re.fullmatch(r"(\d+)[xX](\d+)", text)
     if not match or int(match.group(1)) < 4 or int(match.group(2)) < 1:
         raise argparse.ArgumentTypeError(f"expected WIDTHxNETWORKS such as 8x2, got {text!r}")
-    return text
+    return int(match.group(1)), int(match.group(2))
 
 
 def main(argv: list[str] | None = None) -> int:

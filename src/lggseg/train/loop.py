@@ -35,7 +35,7 @@ from lggseg.train.ema import WeightAverage
 from lggseg.train.epoch import EpochContext, StepInfo, train_one_epoch, validate
 from lggseg.train.run_folder import RunFolder, stops_early
 from lggseg.train.slices import SliceBank, load_split_volumes
-from lggseg.train.teacher import refuse_leak, teacher_paths, teacher_targets
+from lggseg.train.teacher import fold_path, refuse_leak, teacher_paths, teacher_targets
 
 LOG_FIELDS = ["epoch", "lr", "train_loss", "train_dice", "train_iou", "val_loss", "val_dice", "val_iou", "seconds"]
 
@@ -199,7 +199,7 @@ def init_from_weights(
     of another architecture, weights that do not record their training patients, and weights that
     saw any of this fold's test patients (that would leak the test set).
     """
-    path = teacher_paths([cfg.init_weights], cfg.fold)[0]
+    path = fold_path(cfg.init_weights, cfg.fold)
     bundle = load_weights(path)
     if bundle.model.config != cfg.model:
         raise LggsegError(f"init_weights {path}: architecture {bundle.model.config} differs from {cfg.model}")

@@ -26,9 +26,14 @@ from lggseg.model.bundle import ModelBundle, load_weights
 from lggseg.train.slices import SOFT_SCALE
 
 
+def fold_path(template: str, fold: int) -> Path:
+    """A weights path of ``fold``: ``{fold}`` in ``template`` filled in (teachers and ``init_weights``)."""
+    return Path(template.replace("{fold}", str(fold)))
+
+
 def teacher_paths(templates: Sequence[str], fold: int) -> list[Path]:
     """The teachers' weights files of ``fold``: each template with ``{fold}`` filled in."""
-    return [Path(t.replace("{fold}", str(fold))) for t in templates]
+    return [fold_path(t, fold) for t in templates]
 
 
 def refuse_leak(bundle: ModelBundle, source: str, test_patients: Sequence[str]) -> list[str]:
