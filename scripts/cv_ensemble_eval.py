@@ -19,12 +19,15 @@ Usage (about 2 minutes a fold for two recipes on 2 idle CPU cores)::
 ``--score train`` scores the fold's training patients instead of its test patients (the rule still
 chosen on validation): how closely the models fit the patients they trained on, which is what a
 distillation teacher shows its student (``docs/cv_v6/README.md``). Those numbers are in-sample,
-never an estimate of accuracy. ``--folds`` limits the run to some folds.
+never an estimate of accuracy. ``--folds`` limits the run to some folds. ``--against CV`` pairs the
+ensemble with a further CV folder's published test Dice (``CV/fold_K/test/per_patient.csv``) without
+making it a member: a width-8 pair against the shipped width-12 network, for instance.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
@@ -85,6 +88,17 @@ def fold_results(
     return {way: score_way(probs, truths, split[scored], scored) for way, probs in ways.items()}
 
 
+def published_dice(folder: Path, folds: list[str]) -> dict[str, float]:
+    """Per-patient test Dice of ``folds`` as ``folder`` published them (``fold_K/test/per_patient.csv``)."""
+    dice = {}
+    for fold in folds:
+        table = folder / fold / "test" / "per_patient.csv"
+        if not table.is_file():
+            raise SystemExit(f"error: {table} is missing: --against needs the same folds' test reports")
+        dice |= {row["patient"]: float(row["dice"]) for row in csv.DictReader(table.open())}
+    return dice
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -95,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "--score", choices=["test", "train"], default="test", help="patients to score (train: in-sample diagnostics)"
     )
     parser.add_argument("--folds", type=int, nargs="+", help="only these folds (default: every common fold)")
+    parser.add_argument("--against", type=Path, help="CV folder whose published test Dice the ensemble is paired with")
     args = parser.parse_args(argv)
     if len(args.cv) < 2:
         print("error: give at least two --cv folders", file=sys.stderr)
@@ -105,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     if not folds:
         print("error: no fold has a trained model in every --cv folder", file=sys.stderr)
         return 2
+    if args.against is not None and args.score != "test":
+        print("error: --against pairs test patients; it cannot be used with --score train", file=sys.stderr)
+        return 2
+    theirs = published_dice(args.against, folds) if args.against is not None else {}
     named = index_dataset(args.data).by_name()
     results = {}
     for fold in folds:
@@ -120,10 +139,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     paired = paired_summary([pooled["ensemble"][n]["dice"] - pooled[ways[0]][n]["dice"] for n in pooled[ways[0]]])
     report["paired_ensemble_minus_first"] = paired.to_dict()
+    if args.against is not None:
+        ours = pooled["ensemble"]
+        if set(ours) != set(theirs):
+            raise SystemExit(f"error: {args.against} tested other patients in these folds")
+        against = paired_summary([ours[n]["dice"] - theirs[n] for n in ours])
+        report["paired_ensemble_minus_against"] = {"against": str(args.against), **against.to_dict()}
     atomic.write_text(args.out, json.dumps(report, indent=1) + "\n")
     for way in ways:
         print(f"{way}: {headline(report['summary'][way])}")
     print(f"ensemble - {ways[0]}: {paired.describe()}")
+    if args.against is not None:
+        print(f"ensemble - {args.against}: {against.describe()}")
     return 0
 
 
