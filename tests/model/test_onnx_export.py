@@ -154,7 +154,7 @@ def test_export_leaves_nothing_but_its_file(exported: Path) -> None:
     assert leftovers == []  # ONNX Runtime's scratch files never land in the working folder
 
 
-def test_an_ensemble_is_refused_not_exported_as_its_first_member(tmp_path: Path) -> None:
+def test_an_ensemble_bundle_without_its_members_is_refused(tmp_path: Path) -> None:
     import dataclasses
 
     from lggseg.errors import LggsegError
@@ -162,8 +162,60 @@ def test_an_ensemble_is_refused_not_exported_as_its_first_member(tmp_path: Path)
 
     shipped = load_weights(None)
     ensemble = dataclasses.replace(shipped, info={"ensemble": [{"sha256": "a"}, {"sha256": "b"}]}, path=tmp_path)
-    with pytest.raises(LggsegError, match="ensemble of 2 models"):
-        build_onnx(ensemble)
+    with pytest.raises(LggsegError, match="ensemble of 2 models needs its members"):
+        build_onnx(ensemble)  # its model is only its first member: never exported as the ensemble
+
+
+def tiny_member(path: Path, context: int, seed: int, tta: str = "none", info: dict | None = None) -> Path:
+    """A random 2-level U-Net of width 4 with ``context`` slices of context, saved to ``path``."""
+    torch.manual_seed(seed)
+    config = UNetConfig(in_channels=3 * (2 * context + 1), base_width=4, depth=2, context_slices=context)
+    save_weights(path, UNet(config), tta=tta, info=info)
+    return path
+
+
+def test_an_ensemble_exports_as_one_graph_that_predicts_as_predict_does(
+    tmp_path: Path, sample_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Members of contexts 0, 2 and 1 (the last with flip TTA): the graph takes the widest input,
+    feeds each member its own slices and gives the ensemble's probabilities of ``lggseg predict``."""
+    from lggseg.infer.segmenter import InferenceConfig, Segmenter
+
+    folder = tmp_path / "ens"
+    folder.mkdir()
+    tiny_member(folder / "a.safetensors", 0, 1)
+    tiny_member(folder / "b.safetensors", 2, 2)
+    tiny_member(folder / "c.safetensors", 1, 3, tta="flip")
+    out = tmp_path / "ens.onnx"
+    status, said, _ = run_cli(["export", "--weights", str(folder), "--out", str(out)], capsys)
+    assert status == 0 and "the mean of 3 networks" in said
+
+    images = load_volume(index_dataset(sample_dir).patients[0]).images[:6]
+    expected = Segmenter.from_weights(folder, InferenceConfig(bf16="off")).probabilities(images)
+    ((_, x),) = volume_batches(images, 2, len(images))
+    assert x.shape[1] == 15  # 3 channels x 5 slices: the widest member's input
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(["probability"], {"image": np.ascontiguousarray(x.numpy())})[0][:, 0]
+    assert np.abs(got - expected).max() < 1e-4
+    # the mean differs from every member alone: the graph really averages all three
+    alone = Segmenter.from_weights(folder / "c.safetensors", InferenceConfig(bf16="off")).probabilities(images)
+    assert np.abs(got - alone).max() > 1e-3
+
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    listed = json.loads(meta["ensemble"])
+    assert [m["channels"] for m in listed] == [[6, 9], [0, 15], [3, 12]]
+    assert [m["tta"] for m in listed] == ["none", "none", "flip"]
+    assert json.loads(meta["model"])["context_slices"] == 2 and meta["stride"] == "4"
+
+
+def test_an_ensemble_with_a_flair_only_member_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "ens"
+    folder.mkdir()
+    tiny_member(folder / "a.safetensors", 0, 1)
+    tiny_member(folder / "b.safetensors", 0, 2, info={"input": "flair_only"})
+    out = tmp_path / "ens.onnx"
+    status, _, err = run_cli(["export", "--weights", str(folder), "--out", str(out)], capsys)
+    assert status == 2 and "trained on FLAIR alone" in err and not out.exists()
 
 
 def test_a_25d_model_runs_the_same_under_onnx_runtime(tmp_path: Path, sample_dir: Path) -> None:

@@ -314,16 +314,22 @@ def export(
         None, "--weights", help="weights file, run folder, or ensemble / CV folder (default: shipped model)"
     ),
     export_format: str = typer.Option("onnx", "--format", help="export format (onnx)"),
+    accurate: bool = ACCURATE,
 ) -> None:
-    """Export the model (with its sigmoid) to ONNX: dynamic batch and size, metadata inside."""
+    """Export the model (with its sigmoid) to ONNX: dynamic batch and size, metadata inside.
+
+    An ensemble (``--accurate``, or an ensemble / CV folder) exports as one graph that averages its members."""
     if export_format.lower() != "onnx":
         raise LggsegError(f"--format {export_format!r} is not supported; the only export format is onnx")
+    from lggseg.infer.ensemble import load_model
     from lggseg.model.onnx_export import export_onnx
 
-    path = export_onnx(weights, out)
+    bundle, members = load_model(_weights(weights, accurate))
+    path = export_onnx(bundle, out, members)
+    what = f"the mean of {len(members)} networks" if members else "one network"
     _say(
-        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input 'image' float32 (batch, channels, H, W) "
-        "normalised, output 'probability' (batch, 1, H, W)"
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {what}): input 'image' float32 "
+        "(batch, channels, H, W) normalised, output 'probability' (batch, 1, H, W)"
     )
 
 

@@ -130,6 +130,14 @@ def consensus_post(posts: Sequence[PostProcess]) -> PostProcess:
     return min(counts, key=lambda p: (-counts[p], p.n_rules, p.threshold, *(getattr(p, f) for f in fields)))
 
 
+def load_model(weights: str | Path | None) -> tuple[ModelBundle, list[ModelBundle]]:
+    """``weights`` as :func:`~lggseg.model.bundle.load_weights` takes it, or an ensemble folder:
+    the bundle to use and the ensemble's members (``[]`` for one network)."""
+    if weights is not None and ensemble_members(weights):
+        return load_ensemble(weights)
+    return load_weights(weights), []
+
+
 def load_ensemble(folder: str | Path) -> tuple[ModelBundle, list[ModelBundle]]:
     """Load an ensemble folder (see the module docstring): its own bundle and its members.
 

@@ -36,7 +36,7 @@ from lggseg.errors import LggsegError
 from lggseg.infer import postprocess
 from lggseg.infer.backends import Backend, TorchBackend
 from lggseg.infer.preprocess import volume_batches
-from lggseg.model.bundle import ModelBundle, load_weights
+from lggseg.model.bundle import ModelBundle
 
 RUNTIMES = ("torch", "onnx")
 
@@ -115,9 +115,9 @@ class Segmenter:
         from lggseg.infer import ensemble
 
         config = config or InferenceConfig()
-        if weights is not None and ensemble.ensemble_members(weights):
-            return cls.of_members(*ensemble.load_ensemble(weights), config)
-        bundle = load_weights(weights)
+        bundle, members = ensemble.load_model(weights)
+        if members:
+            return cls.of_members(bundle, members, config)
         return cls(bundle, config.backend(bundle), config)
 
     @classmethod

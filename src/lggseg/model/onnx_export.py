@@ -15,6 +15,16 @@ Metadata (``metadata_props``): ``lggseg_onnx_format``, ``lggseg_version``, ``wei
 ``model`` (the :class:`~lggseg.model.UNetConfig` as JSON), ``stride``, ``postprocess``, ``tta``,
 ``info``, ``preprocessing``, ``input``, ``output``.
 
+An **ensemble** (:mod:`lggseg.infer.ensemble`: the accurate mode, a CV folder, an ensemble folder)
+exports as one graph that averages its members' probabilities (:class:`EnsembleProbabilityNet`),
+exactly as ``lggseg predict`` does: the input carries the widest member context ``c``
+(``3 (2c + 1)`` channels), each member reads the channels of its own slices, and a member
+calibrated with flip TTA also runs on the mirrored image inside the graph. ``model`` then names the
+member whose input the graph takes (the widest context), ``stride`` is the largest member stride,
+``weights_sha256`` is the ensemble's digest of its members' hashes, and ``ensemble`` lists each
+member (``sha256``, ``model``, ``tta``, ``channels``: the input channels it reads). Members trained
+on FLAIR alone take another input and cannot share the graph's; such an ensemble is refused.
+
 ``onnx`` and ``onnxscript`` are imported only here, when an export is asked for.
 """
 
@@ -23,15 +33,16 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from lggseg.errors import LggsegError
 from lggseg.io import atomic
-from lggseg.model.bundle import ModelBundle, load_weights
+from lggseg.model.bundle import ModelBundle
 from lggseg.version import __version__
 
 if TYPE_CHECKING:
@@ -66,15 +77,75 @@ class ProbabilityNet(nn.Module):
         return torch.sigmoid(self.unet(x))
 
 
-def onnx_metadata(bundle: ModelBundle) -> dict[str, str]:
-    """The ``metadata_props`` written into an exported model (all values are strings)."""
-    config = bundle.config
+class EnsembleProbabilityNet(nn.Module):
+    """Members averaged: ``(B, 3 (2c + 1), H, W)`` -> ``(B, 1, H, W)`` mean probability (c: widest context).
+
+    Member ``k`` with context ``c_k`` reads channels ``3 (c - c_k)`` to ``3 (c + c_k + 1)``: its own
+    slices, centred on the predicted one. A member whose ``tta`` is ``flip`` averages its
+    probabilities on the image and on the image mirrored left-right (mirrored back), as
+    :meth:`lggseg.infer.segmenter.Segmenter.grid_probabilities` does.
+    """
+
+    def __init__(self, members: Sequence[ModelBundle]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(member.model for member in members)
+        self.windows = member_channels(members)
+        self.flips = [member.tta == "flip" for member in members]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros_like(x[:, :1])
+        for net, (start, stop), flip in zip(self.nets, self.windows, self.flips):
+            own = x[:, start:stop]
+            prob = torch.sigmoid(net(own))
+            if flip:
+                prob = 0.5 * (prob + torch.sigmoid(net(own.flip(-1))).flip(-1))
+            total = total + prob
+        return total / len(self.nets)
+
+
+def member_channels(members: Sequence[ModelBundle]) -> list[tuple[int, int]]:
+    """Per member, the ``[start, stop)`` input channels it reads from an input of the widest context."""
+    widest = max(member.config.context_slices for member in members)
+    return [(3 * (widest - m.config.context_slices), 3 * (widest + m.config.context_slices + 1)) for m in members]
+
+
+def _input_member(members: Sequence[ModelBundle]) -> ModelBundle:
+    """The member whose input the ensemble graph takes: the first of the widest context."""
+    return max(members, key=lambda member: member.config.context_slices)
+
+
+def _check_members(bundle: ModelBundle, members: Sequence[ModelBundle]) -> None:
+    """Refuse members that cannot share one graph input and output."""
+    for member in members:
+        if member.info.get("input") == "flair_only":
+            raise LggsegError(
+                f"{bundle.path}: member {member.path} was trained on FLAIR alone, which takes another input; "
+                "an ensemble exports as one graph only when its members share their input"
+            )
+        if member.config.out_channels != 1 or member.config.in_channels != 3 * (2 * member.config.context_slices + 1):
+            raise LggsegError(f"{bundle.path}: member {member.path} is not a one-output lggseg U-Net")
+
+
+def onnx_metadata(bundle: ModelBundle, members: Sequence[ModelBundle] = ()) -> dict[str, str]:
+    """The ``metadata_props`` written into an exported model (all values are strings).
+
+    ``members``: an ensemble's members (``bundle`` is then the ensemble's own bundle).
+    """
+    config = _input_member(members).config if members else bundle.config
+    stride = max(2**m.config.depth for m in members) if members else 2**config.depth
+    extra: dict[str, str] = {}
+    if members:
+        listed: list[dict[str, Any]] = [
+            {"sha256": m.sha256, "model": m.config.to_dict(), "tta": m.tta, "channels": list(window)}
+            for m, window in zip(members, member_channels(members))
+        ]
+        extra["ensemble"] = json.dumps(listed)
     return {
         "lggseg_onnx_format": ONNX_FORMAT,
         "lggseg_version": __version__,
         "weights_sha256": bundle.sha256,
         "model": json.dumps(config.to_dict()),
-        "stride": str(2**config.depth),
+        "stride": str(stride),
         "postprocess": json.dumps(bundle.post.to_dict()),
         "tta": bundle.tta,
         "info": json.dumps(bundle.info),
@@ -85,8 +156,9 @@ def onnx_metadata(bundle: ModelBundle) -> dict[str, str]:
         ),
         "output": (
             f"{OUTPUT_NAME}: float32 (batch, {config.out_channels}, height, width), sigmoid probabilities; "
-            "threshold with postprocess.threshold"
+            "threshold with postprocess.threshold" + (f"; the mean of {len(members)} networks" if members else "")
         ),
+        **extra,
     }
 
 
@@ -99,19 +171,23 @@ def _rename_dims(model: onnx.ModelProto, names: dict[str, str]) -> None:
                 dim.dim_param = names[dim.dim_param]
 
 
-def build_onnx(bundle: ModelBundle, opset: int | None = None) -> onnx.ModelProto:
+def build_onnx(bundle: ModelBundle, opset: int | None = None, members: Sequence[ModelBundle] = ()) -> onnx.ModelProto:
     """Trace ``bundle``'s U-Net + sigmoid with the dynamo exporter into a checked ONNX model.
 
     Batch and spatial sizes are dynamic (spatial sizes as multiples of the stride).
-    Batch-norm is folded into the convolutions by the exporter's optimiser. An ensemble bundle
-    (:mod:`lggseg.infer.ensemble`) is refused: its ``model`` is only its first member.
+    Batch-norm is folded into the convolutions by the exporter's optimiser. For an ensemble bundle
+    (:func:`lggseg.infer.ensemble.load_ensemble`) pass its ``members``: the graph averages them
+    (:class:`EnsembleProbabilityNet`). An ensemble bundle without its members is refused, since its
+    ``model`` is only its first member.
     """
-    members = bundle.info.get("ensemble")
-    if members:
+    listed = bundle.info.get("ensemble")
+    if listed and len(members) != len(listed):
         raise LggsegError(
-            f"{bundle.path}: an ensemble of {len(members)} models is not one network and cannot be exported; "
-            "export one member's weights file"
+            f"{bundle.path}: an ensemble of {len(listed)} models needs its members to be exported "
+            "(load it with lggseg.infer.ensemble.load_ensemble)"
         )
+    if members:
+        _check_members(bundle, members)
     try:
         import onnx
         import onnxscript  # noqa: F401  (the dynamo exporter needs it)
@@ -121,9 +197,9 @@ def build_onnx(bundle: ModelBundle, opset: int | None = None) -> onnx.ModelProto
         ) from None
     from torch.export import Dim
 
-    config = bundle.config
-    stride = 2**config.depth
-    net = ProbabilityNet(bundle.model).eval()
+    config = _input_member(members).config if members else bundle.config
+    stride = max(2**m.config.depth for m in members) if members else 2**config.depth
+    net = (EnsembleProbabilityNet(members) if members else ProbabilityNet(bundle.model)).eval()
     batch, rows, cols = Dim("batch", min=1), Dim("rows", min=1), Dim("cols", min=1)
     example = torch.zeros(2, config.in_channels, 2 * stride, 2 * stride)
     quiet = ["torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript"]
@@ -154,29 +230,30 @@ def build_onnx(bundle: ModelBundle, opset: int | None = None) -> onnx.ModelProto
         model,
         {graph_input[0].dim_param: "batch", graph_input[2].dim_param: "height", graph_input[3].dim_param: "width"},
     )
-    model.doc_string = (
-        "lggseg U-Net (lower-grade glioma FLAIR abnormality): normalised (B,3,H,W) -> probability (B,1,H,W)"
-    )
+    kind = f"mean of {len(members)} lggseg U-Nets" if members else "lggseg U-Net"
+    model.doc_string = f"{kind} (lower-grade glioma FLAIR abnormality): normalised (B,C,H,W) -> probability (B,1,H,W)"
     del model.metadata_props[:]
-    for key, value in onnx_metadata(bundle).items():
+    for key, value in onnx_metadata(bundle, members).items():
         model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model, full_check=True)
     return model
 
 
-def export_onnx(weights: str | Path | None, out_path: str | Path, opset: int | None = None) -> Path:
-    """Export ``weights`` (None -> the shipped model) to ``out_path`` atomically; returns the path.
+def export_onnx(
+    bundle: ModelBundle, out_path: str | Path, members: Sequence[ModelBundle] = (), opset: int | None = None
+) -> Path:
+    """Export ``bundle`` (an ensemble's bundle with its ``members``: one graph averages them) to
+    ``out_path`` atomically; returns the path.
 
-    Raises :class:`LggsegError` for a missing output folder, an output path that is a folder,
-    and for weights that are missing, damaged or not an lggseg U-Net.
+    Raises :class:`LggsegError` for a missing output folder, an output path that is a folder, and
+    for members that cannot share one graph.
     """
     out = Path(out_path)
     if out.is_dir():
         raise LggsegError(f"{out}: is a folder; --out needs a file name such as {out / 'lggseg_unet.onnx'}")
     if not out.parent.is_dir():
         raise LggsegError(f"{out}: the folder {out.parent} does not exist; create it first")
-    bundle = load_weights(weights)
-    model = build_onnx(bundle, opset)
+    model = build_onnx(bundle, opset, members)
     write_model(model, out)
     return out
 
