@@ -43,6 +43,7 @@ from torch import nn
 from lggseg.errors import LggsegError
 from lggseg.io import atomic
 from lggseg.model.bundle import ModelBundle
+from lggseg.model.unet import UNetConfig
 from lggseg.version import __version__
 
 if TYPE_CHECKING:
@@ -109,9 +110,16 @@ def member_channels(members: Sequence[ModelBundle]) -> list[tuple[int, int]]:
     return [(3 * (widest - m.config.context_slices), 3 * (widest + m.config.context_slices + 1)) for m in members]
 
 
-def _input_member(members: Sequence[ModelBundle]) -> ModelBundle:
-    """The member whose input the ensemble graph takes: the first of the widest context."""
-    return max(members, key=lambda member: member.config.context_slices)
+def graph_input(bundle: ModelBundle, members: Sequence[ModelBundle] = ()) -> tuple[UNetConfig, int]:
+    """The config whose input the graph takes and the graph's stride.
+
+    One network: its own. An ensemble: the first member of the widest context, and the largest
+    member stride (every member accepts its multiples).
+    """
+    if not members:
+        return bundle.config, 2**bundle.config.depth
+    widest = max(members, key=lambda member: member.config.context_slices)
+    return widest.config, max(2**member.config.depth for member in members)
 
 
 def _check_members(bundle: ModelBundle, members: Sequence[ModelBundle]) -> None:
@@ -131,8 +139,7 @@ def onnx_metadata(bundle: ModelBundle, members: Sequence[ModelBundle] = ()) -> d
 
     ``members``: an ensemble's members (``bundle`` is then the ensemble's own bundle).
     """
-    config = _input_member(members).config if members else bundle.config
-    stride = max(2**m.config.depth for m in members) if members else 2**config.depth
+    config, stride = graph_input(bundle, members)
     extra: dict[str, str] = {}
     if members:
         listed: list[dict[str, Any]] = [
@@ -197,8 +204,7 @@ def build_onnx(bundle: ModelBundle, opset: int | None = None, members: Sequence[
         ) from None
     from torch.export import Dim
 
-    config = _input_member(members).config if members else bundle.config
-    stride = max(2**m.config.depth for m in members) if members else 2**config.depth
+    config, stride = graph_input(bundle, members)
     net = (EnsembleProbabilityNet(members) if members else ProbabilityNet(bundle.model)).eval()
     batch, rows, cols = Dim("batch", min=1), Dim("rows", min=1), Dim("cols", min=1)
     example = torch.zeros(2, config.in_channels, 2 * stride, 2 * stride)
@@ -225,10 +231,10 @@ def build_onnx(bundle: ModelBundle, opset: int | None = None, members: Sequence[
             logging.getLogger(name).setLevel(level)
     assert program is not None  # dynamo=True always returns a program
     model = program.model_proto
-    graph_input = model.graph.input[0].type.tensor_type.shape.dim
+    input_dims = model.graph.input[0].type.tensor_type.shape.dim
     _rename_dims(
         model,
-        {graph_input[0].dim_param: "batch", graph_input[2].dim_param: "height", graph_input[3].dim_param: "width"},
+        {input_dims[0].dim_param: "batch", input_dims[2].dim_param: "height", input_dims[3].dim_param: "width"},
     )
     kind = f"mean of {len(members)} lggseg U-Nets" if members else "lggseg U-Net"
     model.doc_string = f"{kind} (lower-grade glioma FLAIR abnormality): normalised (B,C,H,W) -> probability (B,1,H,W)"
