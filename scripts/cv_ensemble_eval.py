@@ -124,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --against pairs test patients; it cannot be used with --score train", file=sys.stderr)
         return 2
     theirs = published_dice(args.against, folds) if args.against is not None else {}
+    tested = {n for fold in folds for n in json.loads((args.cv[0] / fold / "run" / "split.json").read_text())["test"]}
+    if args.against is not None and set(theirs) != tested:
+        print(f"error: {args.against} tested other patients in these folds", file=sys.stderr)
+        return 2
     named = index_dataset(args.data).by_name()
     results = {}
     for fold in folds:
@@ -139,17 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     paired = paired_summary([pooled["ensemble"][n]["dice"] - pooled[ways[0]][n]["dice"] for n in pooled[ways[0]]])
     report["paired_ensemble_minus_first"] = paired.to_dict()
-    if args.against is not None:
-        ours = pooled["ensemble"]
-        if set(ours) != set(theirs):
-            raise SystemExit(f"error: {args.against} tested other patients in these folds")
-        against = paired_summary([ours[n]["dice"] - theirs[n] for n in ours])
+    against = None
+    if args.against is not None:  # the same patients: checked against the splits before any inference
+        against = paired_summary([pooled["ensemble"][n]["dice"] - theirs[n] for n in pooled["ensemble"]])
         report["paired_ensemble_minus_against"] = {"against": str(args.against), **against.to_dict()}
     atomic.write_text(args.out, json.dumps(report, indent=1) + "\n")
     for way in ways:
         print(f"{way}: {headline(report['summary'][way])}")
     print(f"ensemble - {ways[0]}: {paired.describe()}")
-    if args.against is not None:
+    if against is not None:
         print(f"ensemble - {args.against}: {against.describe()}")
     return 0
 
