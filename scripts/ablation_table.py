@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import signal
 import statistics
 import tempfile
 import time
@@ -121,4 +122,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the table quietly
     main()

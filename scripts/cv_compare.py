@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import signal
 import statistics
 import sys
 from pathlib import Path
@@ -121,4 +122,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the table quietly
     sys.exit(main())

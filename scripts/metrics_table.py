@@ -7,6 +7,7 @@ python scripts/metrics_table.py docs/cv/metrics.json     # adds the per-fold, pe
 from __future__ import annotations
 
 import json
+import signal
 import sys
 
 
@@ -74,4 +75,5 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the table quietly
     main(sys.argv[1])

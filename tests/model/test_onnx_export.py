@@ -87,9 +87,15 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
         assert needle in lines[0], lines[0]
 
 
-def test_export_into_missing_folder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_into_missing_folder_exits_2_before_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_loading(*_args: object) -> None:
+        raise AssertionError("the networks were loaded before --out was checked")
+
+    monkeypatch.setattr("lggseg.infer.ensemble.load_model", no_loading)
     target = tmp_path / "missing" / "model.onnx"
-    code, _, err = run_cli(["export", "--format", "onnx", "--out", str(target)], capsys)
+    code, _, err = run_cli(["export", "--format", "onnx", "--accurate", "--out", str(target)], capsys)
     assert_one_line_error(code, err, "does not exist")
     assert not target.parent.exists()
 

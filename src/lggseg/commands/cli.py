@@ -322,8 +322,9 @@ def export(
     if export_format.lower() != "onnx":
         raise LggsegError(f"--format {export_format!r} is not supported; the only export format is onnx")
     from lggseg.infer.ensemble import load_model
-    from lggseg.model.onnx_export import export_onnx
+    from lggseg.model.onnx_export import check_out_path, export_onnx
 
+    check_out_path(out)  # a bad --out fails before the (ensemble's) networks load
     bundle, members = load_model(_weights(weights, accurate))
     path = export_onnx(bundle, out, members)
     what = f"the mean of {len(members)} networks" if members else "one network"

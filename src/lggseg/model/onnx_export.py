@@ -254,13 +254,22 @@ def export_onnx(
     Raises :class:`LggsegError` for a missing output folder, an output path that is a folder, and
     for members that cannot share one graph.
     """
+    out = check_out_path(out_path)
+    model = build_onnx(bundle, opset, members)
+    write_model(model, out)
+    return out
+
+
+def check_out_path(out_path: str | Path) -> Path:
+    """``out_path`` as a :class:`Path` when an ONNX file can be written there, before any model is loaded.
+
+    Raises :class:`LggsegError` for an output path that is a folder or whose folder does not exist.
+    """
     out = Path(out_path)
     if out.is_dir():
         raise LggsegError(f"{out}: is a folder; --out needs a file name such as {out / 'lggseg_unet.onnx'}")
     if not out.parent.is_dir():
         raise LggsegError(f"{out}: the folder {out.parent} does not exist; create it first")
-    model = build_onnx(bundle, opset, members)
-    write_model(model, out)
     return out
 
 
