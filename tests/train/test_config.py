@@ -51,3 +51,47 @@ def test_tumor_balance_outside_0_1_is_a_user_error(tmp_path):
     (tmp_path / "t.yaml").write_text("tumor_balance: 2\n")
     with pytest.raises(LggsegError, match="tumor_balance"):
         load_config(tmp_path / "t.yaml")
+
+
+def test_extends_merges_sections_key_by_key_through_a_chain(tmp_path):
+    base = "seed: 1\nepochs: 7\nmodel:\n  base_width: 16\n  depth: 3\naugment:\n  flip_prob: 0.2\n"
+    (tmp_path / "base.yaml").write_text(base)
+    (tmp_path / "mid").mkdir()
+    (tmp_path / "mid" / "mid.yaml").write_text("extends: ../base.yaml\nseed: 2\nmodel:\n  base_width: 8\n")
+    (tmp_path / "leaf.yaml").write_text("extends: mid/mid.yaml\nepochs: 9\naugment:\n  gain_std: 0.5\n")
+    cfg = load_config(tmp_path / "leaf.yaml")
+    assert (cfg.seed, cfg.epochs) == (2, 9)
+    assert (cfg.model.base_width, cfg.model.depth) == (8, 3)  # depth comes from the base
+    assert (cfg.augment.flip_prob, cfg.augment.gain_std) == (0.2, 0.5)
+
+
+def test_extends_errors_name_the_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(LggsegError, match="circle"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: gone.yaml\n")
+    with pytest.raises(LggsegError, match=r"gone.yaml: config file not found \(extended by .*c.yaml\)"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("extends: [a.yaml, b.yaml]\n")
+    with pytest.raises(LggsegError, match="must name one YAML file"):
+        load_config(tmp_path / "d.yaml")
+
+
+@pytest.mark.parametrize(
+    ("name", "changes"),
+    [
+        ("lgg_unet12_v3_seed43", {"seed": 43}),
+        ("lgg_unet8_v3_seed43", {"seed": 43, "model": {"base_width": 8}}),
+        ("lgg_unet12_v5", {"tumor_balance": 0.5}),
+        ("lgg_unet12_v4", {"model": {"in_channels": 15, "context_slices": 2}}),
+    ],
+)
+def test_recipe_variants_change_only_what_their_header_says(name, changes):
+    recipe = load_config(ROOT / "configs" / "lgg_unet12_v3.yaml").to_dict()
+    variant = load_config(ROOT / "configs" / f"{name}.yaml").to_dict()
+    differing = {k: v for k, v in variant.items() if v != recipe[k]}
+    for section in ("model", "augment"):
+        if section in differing:
+            differing[section] = {k: v for k, v in variant[section].items() if v != recipe[section][k]}
+    assert differing == changes

@@ -117,22 +117,61 @@ def config_from_dict(values: dict[str, Any], where: str = "config") -> TrainConf
     return _build(TrainConfig, {**values, "model": model, "augment": augment}, where)
 
 
+EXTENDS = "extends"  # config key: the YAML file (relative to this one) whose values this file changes
+
+
 def load_config(path: str | Path | None) -> TrainConfig:
-    """Load a YAML config file (None -> defaults)."""
+    """Load a YAML config file (None -> defaults).
+
+    A file may start from another one: ``extends: base.yaml`` (a path relative to the file) takes
+    every value of the base, then this file's values replace the base's; the ``model`` and
+    ``augment`` sections merge key by key. Bases may extend further bases.
+    """
     if path is None:
         return TrainConfig()
+    path = Path(path)
+    return config_from_dict(_resolved_values(path, ()), str(path))
+
+
+def _resolved_values(path: Path, children: tuple[Path, ...]) -> dict[str, Any]:
+    """The values of ``path`` over those of the chain of files it extends."""
+    values = _read_mapping(path, children)
+    base = values.pop(EXTENDS, None)
+    if base is None:
+        return values
+    if not isinstance(base, str) or not base:
+        raise LggsegError(f"{path}: '{EXTENDS}' must name one YAML file")
+    base_path = path.parent / base
+    chain = (*children, path)
+    if any(base_path.resolve() == p.resolve() for p in chain):
+        raise LggsegError(f"{path}: '{EXTENDS}: {base}' goes round in a circle")
+    return _merged(_resolved_values(base_path, chain), values)
+
+
+def _read_mapping(path: Path, children: tuple[Path, ...]) -> dict[str, Any]:
     import yaml
 
-    path = Path(path)
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise LggsegError(f"{path}: config file not found") from None
+        extended_by = f" (extended by {children[-1]})" if children else ""
+        raise LggsegError(f"{path}: config file not found{extended_by}") from None
     except yaml.YAMLError as exc:
         raise LggsegError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(values, dict):
         raise LggsegError(f"{path}: the config must be a mapping of keys to values")
-    return config_from_dict(values, str(path))
+    return values
+
+
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` applied; nested mappings (``model``, ``augment``) merge key by key."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def dump_config(cfg: TrainConfig) -> str:
