@@ -135,10 +135,22 @@ def test_healthz_reports_the_model(client: TestClient, segmenter: Segmenter) -> 
     health = client.get("/healthz").json()
     assert health["ready"] is True and health["status"] == "ok"
     assert health["model"]["sha256"] == segmenter.bundle.sha256 == shipped_sha256()
-    assert health["model"]["config"]["base_width"] == segmenter.bundle.config.base_width
     assert health["model"]["networks"] == 1
+    (member,) = health["model"]["members"]
+    assert member["sha256"] == shipped_sha256() and member["config"]["base_width"] == 12
     assert health["runtime"] == "torch"
     assert health["limits"]["max_upload_bytes"] == 50 * 2**20
+
+
+def test_healthz_lists_every_member_of_an_ensemble(temp_root: Path) -> None:
+    from lggseg.infer.ensemble import accurate_path
+
+    accurate = Segmenter.from_weights(accurate_path())
+    health = TestClient(create_app(segmenter=accurate), base_url=BASE).get("/healthz").json()
+    members = health["model"]["members"]
+    assert health["model"]["networks"] == len(members) == 4
+    assert [m["sha256"] for m in members] == [b.sha256 for b, _ in accurate.members]
+    assert len({m["sha256"] for m in members}) == 4 and {m["config"]["base_width"] for m in members} == {12, 16}
 
 
 def test_page_assets_and_openapi(client: TestClient) -> None:

@@ -69,12 +69,19 @@ class Service:
             "model": {
                 "sha256": bundle.sha256,
                 "architecture": "U-Net",
-                "networks": len(self.segmenter.members),  # > 1: an ensemble, whose members are in info
-                "config": bundle.config.to_dict(),  # an ensemble's first member
+                "networks": len(self.segmenter.members),  # > 1: an ensemble, averaged
                 "postprocess": bundle.post.to_dict(),
-                "tta": bundle.tta,
                 "info": bundle.info,
                 "weights_file": bundle.path.name if bundle.path else None,
+                "members": [
+                    {
+                        "sha256": member.sha256,
+                        "config": member.config.to_dict(),
+                        "tta": member.tta,
+                        "weights_file": member.path.name if member.path else None,
+                    }
+                    for member, _backend in self.segmenter.members
+                ],
             },
             "limits": {k: v for k, v in asdict(self.limits).items() if k != "temp_dir"},
             "load": {

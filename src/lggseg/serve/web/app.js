@@ -30,9 +30,10 @@
     try {
       const health = await (await fetch("/healthz")).json();
       state.limits = health.limits;
-      const cfg = health.model.config || {};
+      const widths = (health.model.members || []).map((m) => `f${m.config.base_width}`);
+      const model = widths.length > 1 ? `ensemble of ${widths.length} U-Nets (${widths.join(", ")})` : `U-Net ${widths[0] ?? "?"}`;
       pill.dataset.state = health.ready ? "ready" : "loading";
-      pill.textContent = `model ready · U-Net f${cfg.base_width ?? "?"} · ${health.runtime}`;
+      pill.textContent = `model ready · ${model} · ${health.runtime}`;
       $("model-sha").textContent = health.model.sha256.slice(0, 12);
       $("model-sha").title = "SHA-256 " + health.model.sha256;
       const side = health.limits.max_image_side;
