@@ -24,6 +24,7 @@ from typing import Any, Callable
 import torch
 
 from lggseg.data.dataset import flair_only_images
+from lggseg.data.splits import FoldSplit
 from lggseg.errors import LggsegError
 from lggseg.infer import runtime
 from lggseg.model.bundle import load_weights
@@ -108,7 +109,7 @@ def _train(
         val_volumes = [dataclasses.replace(v, images=flair_only_images(v.images[..., 1])) for v in val_volumes]
     init_seen: list[str] = []
     if cfg.init_weights:
-        init_seen = init_from_weights(cfg, unet, list(split.test), load_state=not resume, log=log)
+        init_seen = init_from_weights(cfg, unet, split, load_state=not resume, log=log)
         if averaged is not None and not resume:  # the average starts from the fine-tune's starting point
             averaged.load_state_dict(unet.state_dict())
     bank = SliceBank.from_volumes(train_volumes)
@@ -190,20 +191,20 @@ def _train(
 
 
 def init_from_weights(
-    cfg: TrainConfig, unet: UNet, test_patients: list[str], load_state: bool, log: Callable[[str], None]
+    cfg: TrainConfig, unet: UNet, split: FoldSplit, load_state: bool, log: Callable[[str], None]
 ) -> list[str]:
     """Fine-tuning: copy ``cfg.init_weights`` into ``unet``; returns the patients those weights saw.
 
-    ``{fold}`` in the path is replaced by the run's fold (as for ``distill_teachers``), so one
+    ``{fold}`` in the path is replaced by the split's fold (as for ``distill_teachers``), so one
     config fine-tunes each fold of a cross-validation from that fold's own network. Refuses weights
     of another architecture, weights that do not record their training patients, and weights that
     saw any of this fold's test patients (that would leak the test set).
     """
-    path = fold_path(cfg.init_weights, cfg.fold)
+    path = fold_path(cfg.init_weights, split.fold)
     bundle = load_weights(path)
     if bundle.model.config != cfg.model:
         raise LggsegError(f"init_weights {path}: architecture {bundle.model.config} differs from {cfg.model}")
-    seen = refuse_leak(bundle, f"init_weights {path}", test_patients)
+    seen = refuse_leak(bundle, f"init_weights {path}", list(split.test))
     if load_state:
         unet.load_state_dict(bundle.model.state_dict())
         log(f"initialised from {path} (SHA-256 {bundle.sha256[:12]}..., trained on {len(seen)} patients)")
