@@ -23,6 +23,11 @@ def test_unknown_key_and_bad_value_are_user_errors(tmp_path):
     (tmp_path / "c.yaml").write_text("[1, 2")
     with pytest.raises(LggsegError, match="invalid YAML"):
         load_config(tmp_path / "c.yaml")
+    with pytest.raises(LggsegError, match="is a folder"):
+        load_config(tmp_path)
+    (tmp_path / "d.yaml").write_bytes(b"\xff\xfe\x00seed: 1")
+    with pytest.raises(LggsegError, match="not a text"):
+        load_config(tmp_path / "d.yaml")
 
 
 def test_final_recipe_holds_out_the_bundled_demo_patients():

@@ -151,11 +151,17 @@ def _resolved_values(path: Path, children: tuple[Path, ...]) -> dict[str, Any]:
 def _read_mapping(path: Path, children: tuple[Path, ...]) -> dict[str, Any]:
     import yaml
 
+    extended_by = f" (extended by {children[-1]})" if children else ""
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        extended_by = f" (extended by {children[-1]})" if children else ""
         raise LggsegError(f"{path}: config file not found{extended_by}") from None
+    except IsADirectoryError:
+        raise LggsegError(f"{path}: is a folder, not a YAML config file{extended_by}") from None
+    except OSError as exc:
+        raise LggsegError(f"{path}: cannot read the config ({exc.strerror or exc}){extended_by}") from None
+    except UnicodeDecodeError:
+        raise LggsegError(f"{path}: not a text (UTF-8) YAML file{extended_by}") from None
     except yaml.YAMLError as exc:
         raise LggsegError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(values, dict):
