@@ -47,12 +47,17 @@ from lggseg.train.calibrate import RULES, score, select_rule
 ROLES = ("validation", "test")
 
 
+def read_split(folder: Path, fold: str) -> dict[str, Any]:
+    """The split a CV folder's fold model trained on (``fold_K/run/split.json``)."""
+    return json.loads((folder / fold / "run" / "split.json").read_text())
+
+
 def common_folds(folders: list[Path]) -> list[str]:
     """Fold names (``fold_K``) with a trained model in every folder and the same split in all."""
     names = [{p.parent.parent.name for p in f.glob("fold_*/run/best.safetensors")} for f in folders]
     folds = sorted(set.intersection(*names))
     for fold in folds:
-        splits = [json.loads((f / fold / "run" / "split.json").read_text()) for f in folders]
+        splits = [read_split(f, fold) for f in folders]
         if any({r: s[r] for r in ROLES} != {r: splits[0][r] for r in ROLES} for s in splits[1:]):
             raise SystemExit(f"error: {fold}: the folders' splits differ; an ensemble of them would not be out of fold")
     return folds
@@ -74,7 +79,7 @@ def fold_results(
     named: dict[str, PatientFiles], folders: list[Path], fold: str, threads: int, scored: str = "test"
 ) -> dict[str, dict[str, Any]]:
     """Per way (each folder's name, then ``ensemble``): chosen rule and the scored patients' metrics."""
-    split = json.loads((folders[0] / fold / "run" / "split.json").read_text())
+    split = read_split(folders[0], fold)
     roles = ("validation", scored)
     volumes = {role: [load_volume(named[name]) for name in split[role]] for role in roles}
     truths = {role: [v.require_masks() for v in vols] for role, vols in volumes.items()}
@@ -120,14 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     if not folds:
         print("error: no fold has a trained model in every --cv folder", file=sys.stderr)
         return 2
-    if args.against is not None and args.score != "test":
-        print("error: --against pairs test patients; it cannot be used with --score train", file=sys.stderr)
-        return 2
-    theirs = published_dice(args.against, folds) if args.against is not None else {}
-    tested = {n for fold in folds for n in json.loads((args.cv[0] / fold / "run" / "split.json").read_text())["test"]}
-    if args.against is not None and set(theirs) != tested:
-        print(f"error: {args.against} tested other patients in these folds", file=sys.stderr)
-        return 2
+    theirs: dict[str, float] = {}
+    if args.against is not None:  # checked before any inference: the pairing needs the same test patients
+        if args.score != "test":
+            print("error: --against pairs test patients; it cannot be used with --score train", file=sys.stderr)
+            return 2
+        theirs = published_dice(args.against, folds)
+        if set(theirs) != {name for fold in folds for name in read_split(args.cv[0], fold)["test"]}:
+            print(f"error: {args.against} tested other patients in these folds", file=sys.stderr)
+            return 2
     named = index_dataset(args.data).by_name()
     results = {}
     for fold in folds:
@@ -144,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     paired = paired_summary([pooled["ensemble"][n]["dice"] - pooled[ways[0]][n]["dice"] for n in pooled[ways[0]]])
     report["paired_ensemble_minus_first"] = paired.to_dict()
     against = None
-    if args.against is not None:  # the same patients: checked against the splits before any inference
+    if args.against is not None:
         against = paired_summary([pooled["ensemble"][n]["dice"] - theirs[n] for n in pooled["ensemble"]])
         report["paired_ensemble_minus_against"] = {"against": str(args.against), **against.to_dict()}
     atomic.write_text(args.out, json.dumps(report, indent=1) + "\n")
