@@ -142,7 +142,7 @@ def test_healthz_reports_the_model(client: TestClient, segmenter: Segmenter) -> 
     assert health["limits"]["max_upload_bytes"] == 50 * 2**20
 
 
-def test_healthz_lists_every_member_of_an_ensemble(temp_root: Path) -> None:
+def test_healthz_lists_every_member_of_an_ensemble() -> None:
     from lggseg.infer.ensemble import accurate_path
 
     accurate = Segmenter.from_weights(accurate_path())
