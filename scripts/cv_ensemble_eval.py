@@ -29,13 +29,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lggseg.data.dataset import PatientFiles, index_dataset, load_volume
+from lggseg.errors import LggsegError, run_script
 from lggseg.evaluation import metrics
 from lggseg.evaluation.cohort import headline, paired_summary
 from lggseg.infer import postprocess
@@ -59,7 +59,7 @@ def common_folds(folders: list[Path]) -> list[str]:
     for fold in folds:
         splits = [read_split(f, fold) for f in folders]
         if any({r: s[r] for r in ROLES} != {r: splits[0][r] for r in ROLES} for s in splits[1:]):
-            raise SystemExit(f"error: {fold}: the folders' splits differ; an ensemble of them would not be out of fold")
+            raise LggsegError(f"{fold}: the folders' splits differ; an ensemble of them would not be out of fold")
     return folds
 
 
@@ -99,7 +99,7 @@ def published_dice(folder: Path, folds: list[str]) -> dict[str, float]:
     for fold in folds:
         table = folder / fold / "test" / "per_patient.csv"
         if not table.is_file():
-            raise SystemExit(f"error: {table} is missing: --against needs the same folds' test reports")
+            raise LggsegError(f"{table} is missing: --against needs the same folds' test reports")
         dice |= {row["patient"]: float(row["dice"]) for row in csv.DictReader(table.open())}
     return dice
 
@@ -117,23 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", type=Path, help="CV folder whose published test Dice the ensemble is paired with")
     args = parser.parse_args(argv)
     if len(args.cv) < 2:
-        print("error: give at least two --cv folders", file=sys.stderr)
-        return 2
+        raise LggsegError("give at least two --cv folders")
     folds = common_folds(args.cv)
     if args.folds is not None:
         folds = [f for f in folds if int(f.removeprefix("fold_")) in args.folds]
     if not folds:
-        print("error: no fold has a trained model in every --cv folder", file=sys.stderr)
-        return 2
+        raise LggsegError("no fold has a trained model in every --cv folder")
     theirs: dict[str, float] = {}
     if args.against is not None:  # checked before any inference: the pairing needs the same test patients
         if args.score != "test":
-            print("error: --against pairs test patients; it cannot be used with --score train", file=sys.stderr)
-            return 2
+            raise LggsegError("--against pairs test patients; it cannot be used with --score train")
         theirs = published_dice(args.against, folds)
         if set(theirs) != {name for fold in folds for name in read_split(args.cv[0], fold)["test"]}:
-            print(f"error: {args.against} tested other patients in these folds", file=sys.stderr)
-            return 2
+            raise LggsegError(f"{args.against} tested other patients in these folds")
     named = index_dataset(args.data).by_name()
     results = {}
     for fold in folds:
@@ -163,4 +159,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

@@ -20,6 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from lggseg.errors import LggsegError, run_script
 from lggseg.evaluation.cohort import paired_summary
 from lggseg.evaluation.evaluate import evaluate
 from lggseg.model.bundle import save_weights
@@ -34,7 +35,7 @@ def export(run: RunFolder, prefix: str, dest: Path) -> Path:
     """Write the checkpoint's ``prefix`` tensors as a run folder ``dest`` with the run's split and config."""
     state = run.checkpoint_tensors(prefix)
     if not state:
-        raise SystemExit(f"error: {run.checkpoint} holds no {prefix}* tensors (was the run trained with ema_decay?)")
+        raise LggsegError(f"{run.checkpoint} holds no {prefix}* tensors (was the run trained with ema_decay?)")
     model = UNet(run.config().model)
     model.load_state_dict(state)
     split = json.loads((run / RunFolder.SPLIT).read_text())
@@ -87,4 +88,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from lggseg.data.dataset import flair_only_images, index_dataset, load_volume
 from lggseg.data.splits import fold_of
+from lggseg.errors import LggsegError, run_script
 from lggseg.evaluation import metrics
 from lggseg.infer.segmenter import InferenceConfig, Segmenter
 from lggseg.io import atomic
@@ -51,7 +52,7 @@ def merge(cv_dir: Path) -> dict[str, object]:
     """Pool ``cv_dir/fold_*/flair_only.json`` into one out-of-fold report (written to ``cv_dir/flair_only.json``)."""
     folds = sorted(cv_dir.glob("fold_*/flair_only.json"))
     if not folds:
-        raise SystemExit(f"no fold_*/flair_only.json under {cv_dir}")
+        raise LggsegError(f"no fold_*/flair_only.json under {cv_dir}")
     reports = [json.loads(f.read_text()) for f in folds]
     rows = [row for r in reports for row in r["per_patient"]]
     summary = {mode: summarise([float(r[mode]) for r in rows]) for mode in MODES}
@@ -133,4 +134,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -24,6 +24,7 @@ import numpy as np
 
 from lggseg.data.dataset import index_dataset, load_volume
 from lggseg.data.splits import fold_of
+from lggseg.errors import LggsegError, run_script
 from lggseg.infer.segmenter import Segmenter
 from lggseg.shape.sources import folder_source, truth_source
 
@@ -63,7 +64,7 @@ def kind(row: dict[str, object]) -> str:
     return "vertex, > 3 slices away" if row["vertex"] else "elsewhere, > 3 slices away"
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="kaggle_3m-style folder with the manual masks")
     parser.add_argument("--masks", type=Path, default=None, help="predicted masks (lggseg shape --save-masks)")
@@ -76,7 +77,7 @@ def main() -> None:
     index = index_dataset(args.data)
     truth = truth_source(index)
     if truth is None:
-        raise SystemExit(f"error: {args.data} has no ground-truth masks")
+        raise LggsegError(f"{args.data} has no ground-truth masks")
     if args.masks is not None:
         predicted = folder_source(args.masks)
     else:
@@ -112,7 +113,8 @@ def main() -> None:
         "slices": rows,
     }
     args.out.write_text(json.dumps(report, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

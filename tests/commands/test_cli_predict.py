@@ -64,6 +64,15 @@ def test_bad_spacing_is_refused(capsys, sample_patient, tmp_path, value):
     assert code == 2 and "--spacing must be three positive numbers in mm" in err
 
 
+def test_unusable_weights_leave_no_output_folder(capsys, sample_patient, tmp_path):
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"not a safetensors file")
+    out = tmp_path / "o"
+    code, _, err = run(["predict", str(sample_patient), "--out", str(out), "--weights", str(weights)], capsys)
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def test_a_mask_file_is_named_ground_truth(capsys, sample_patient, tmp_path):
     mask = sample_patient / f"{sample_patient.name}_13_mask.tif"
     code, _, err = run(["predict", str(mask), "--out", str(tmp_path / "o")], capsys)

@@ -307,8 +307,9 @@ def predict(
             raise LggsegError(f"none of the {len(failures)} inputs can be used")
         raise LggsegError(failures[0] if failures else "no inputs given")
     out = Path(out)
-    check_out(out, any(job.kind == "slice" for job in jobs))
+    # the weights load before check_out creates ``out``: unusable weights leave no empty folder behind
     segmenter = segmenter or Segmenter.from_weights(weights, inference)
+    check_out(out, any(job.kind == "slice" for job in jobs))
     rules = segmenter.bundle.post
     post_rules = dataclasses.replace(rules, threshold=float(threshold)) if threshold is not None else rules
     fill = flair_only_fill(segmenter.bundle.info)
