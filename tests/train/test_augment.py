@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from lggseg.train.augment import AugmentConfig, augment, bias_field, gamma_curve, tumor_biased_crop
+from lggseg.train.augment import AugmentConfig, augment, bias_field, choose_windows, gamma_curve
+
+PLAIN = AugmentConfig(flip_prob=0, affine_prob=0, intensity_prob=0, noise_std=0)  # normalisation only
 
 
 def _stats(b: int, mean: float = 100.0, std: float = 50.0) -> torch.Tensor:
@@ -76,23 +78,42 @@ def test_bias_field_is_smooth_multiplicative_and_identity_at_zero():
     assert float(field.diff(dim=-1).abs().max()) < 0.1 * spread  # smoothly: no neighbour jumps
 
 
-def test_tumor_biased_crop_keeps_tumor_in_tumor_slices():
+def test_crops_keep_tumor_in_tumor_slices():
     images, masks = _blob_batch(b=6, size=128)
     masks[3:] = 0  # three tumor-free slices
     images[3:, 0] = 0
     generator = torch.Generator().manual_seed(0)
     for _ in range(10):
-        x, y = tumor_biased_crop(images, masks, 48, generator)
+        x, y = augment(images, masks, _stats(6), AugmentConfig(), generator, crop_size=48)
         assert x.shape == (6, 3, 48, 48) and y.shape == (6, 1, 48, 48)
         assert bool((y[:3].flatten(1).sum(1) > 0).all())  # every tumor slice's crop holds tumor
         assert float(y[3:].sum()) == 0
-        assert torch.equal(x[:, 0] / 255, y[:, 0])  # image and mask cropped at the same place
 
 
-def test_tumor_biased_crop_of_full_size_is_a_no_op():
+def test_a_crop_is_the_patch_of_the_whole_transformed_slice():
+    """Warping only the patch's pixels gives the same pixels as warping the slice, then cropping."""
+    images, masks = _blob_batch(b=8, size=64)
+    images[:, 1] = torch.rand(8, 64, 64) * 200  # texture, so that a patch has one place only
+    cfg = AugmentConfig(noise_std=0.0, gamma_prob=0.5, bias_field_prob=0.5)
+    whole, whole_masks = augment(images, masks, _stats(8), cfg, torch.Generator().manual_seed(5))
+    patches, patch_masks = augment(images, masks, _stats(8), cfg, torch.Generator().manual_seed(5), crop_size=24)
+    for i in range(8):
+        found = [
+            (top, left)
+            for top in range(41)
+            for left in range(41)
+            if torch.allclose(whole[i, :, top : top + 24, left : left + 24], patches[i], atol=1e-5)
+        ]
+        assert len(found) == 1, i
+        top, left = found[0]
+        assert torch.equal(whole_masks[i, :, top : top + 24, left : left + 24], patch_masks[i])
+
+
+def test_a_crop_of_full_size_is_the_whole_slice():
     images, masks = _blob_batch(b=2, size=64)
-    x, y = tumor_biased_crop(images, masks, 64, torch.Generator().manual_seed(0))
-    assert x is images and y is masks
+    whole = augment(images, masks, _stats(2), AugmentConfig(), torch.Generator().manual_seed(0))
+    same = augment(images, masks, _stats(2), AugmentConfig(), torch.Generator().manual_seed(0), crop_size=64)
+    assert torch.equal(whole[0], same[0]) and torch.equal(whole[1], same[1])
 
 
 def test_flair_only_samples_show_flair_in_every_channel():
@@ -116,10 +137,21 @@ def test_hard_negative_crops_of_tumor_free_slices_hold_the_brightest_flair():
     images = torch.zeros(8, 3, 128, 128)
     images[:, 1, 100:114, 6:20] = 5.0  # a bright spot (1.2% of the slice) far from the centre, FLAIR only
     masks = torch.zeros(8, 1, 128, 128)
-    plain, _ = tumor_biased_crop(images, masks, 32, torch.Generator().manual_seed(0))
-    hard, _ = tumor_biased_crop(images, masks, 32, torch.Generator().manual_seed(0), bright_prob=1.0)
-    assert (hard[:, 1].amax((-2, -1)) == 5.0).all()  # every hard-negative patch holds the spot
-    assert (plain[:, 1].amax((-2, -1)) == 5.0).sum() < 4  # a random patch of 32/128 rarely does
+    spot = float((5.0 - 100.0) / 50.0)  # the spot after normalisation
+    plain, _ = augment(images, masks, _stats(8), PLAIN, torch.Generator().manual_seed(0), crop_size=32)
+    hard, _ = augment(images, masks, _stats(8), PLAIN, torch.Generator().manual_seed(0), 32, bright_prob=1.0)
+    assert (hard[:, 1].amax((-2, -1)) == spot).all()  # every hard-negative patch holds the spot
+    assert (plain[:, 1].amax((-2, -1)) == spot).sum() < 4  # a random patch of 32/128 rarely does
+
+
+def test_choose_windows_keeps_patches_inside_the_slice_and_needs_flair_for_hard_negatives():
+    annotation = torch.zeros(3, 64, 64)
+    annotation[0, 0:3, 0:3] = 1  # tumor in a corner: the patch is pushed inside, and still holds it
+    windows = choose_windows(annotation, None, 32, torch.Generator().manual_seed(0))
+    assert all(0 <= top <= 32 and 0 <= left <= 32 for top, left in windows)
+    assert windows[0] == (0, 0)
+    with pytest.raises(ValueError, match="FLAIR"):
+        choose_windows(annotation, None, 32, torch.Generator().manual_seed(0), bright_prob=1.0)
 
 
 def test_a_25d_input_gets_one_draw_per_modality_shared_by_its_slices():
@@ -145,5 +177,6 @@ def test_augment_keeps_the_annotation_binary_and_a_teacher_channel_soft():
     teacher = y2[:, 1]
     assert float(teacher.max()) == pytest.approx(0.7, abs=1e-5)  # not thresholded to 0 or 1
     assert ((teacher > 0) & (teacher < 0.7 - 1e-3)).any()  # bilinear edges stay soft
-    _, cropped = tumor_biased_crop(x2, y2, 32, torch.Generator().manual_seed(0))
+    _, cropped = augment(images, soft, _stats(8), cfg, torch.Generator().manual_seed(3), crop_size=32)
     assert cropped.shape == (8, 2, 32, 32) and bool((cropped[:, 0] > 0).flatten(1).any(1).all())
+    assert float(cropped[:, 1].max()) == pytest.approx(0.7, abs=1e-5)

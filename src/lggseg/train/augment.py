@@ -2,7 +2,10 @@
 
 Augmentation runs on whole batches with ``torch.nn.functional.grid_sample`` on raw intensities
 (before :func:`lggseg.infer.preprocess.normalize`), so image and mask get the same geometric
-transform, and the padding is the true background (0). Intensity changes come after normalisation.
+transform, and the padding is the true background (0). Gamma and the bias field bend the raw
+intensities before the warp; gain, offset, noise and FLAIR-only dropout come after normalisation.
+With a patch size, the annotation is warped whole to place the patches, and the images are
+resampled only inside them.
 """
 
 from __future__ import annotations
@@ -37,14 +40,24 @@ class AugmentConfig:
 
 
 def augment(
-    images: torch.Tensor, masks: torch.Tensor, stats: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    stats: torch.Tensor,
+    cfg: AugmentConfig,
+    generator: torch.Generator,
+    crop_size: int = 0,
+    bright_prob: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment and normalise a batch.
+    """Augment and normalise a batch, optionally as tumor-biased patches.
 
     images: ``(B, C, H, W)`` float raw intensities, C = 3 or 3 x slices (2.5D). masks:
     ``(B, K, H, W)`` float: channel 0 the annotation in {0, 1} (kept binary), any further channel a
     soft target in [0, 1] (teacher probabilities; warped, not thresholded). stats: ``(B, 4, C)``.
-    Returns normalised images and masks of the same shapes.
+    Returns normalised images and masks of the same shapes, or ``(B, C, S, S)`` and ``(B, K, S, S)``
+    patches for ``crop_size`` S: each patch is where :func:`choose_windows` puts it on the
+    transformed slice (``bright_prob``: its hard-negative share). Only the patch's pixels are
+    resampled and processed, which gives the patch of the whole transformed slice at a fraction of
+    the cost (the mask is warped whole, to place the patch).
     """
     b = images.shape[0]
 
@@ -83,13 +96,20 @@ def augment(
 
     if cfg.gamma_prob > 0:
         images = gamma_curve(images, stats, torch.where(use_gamma, log_gamma.exp(), torch.ones_like(log_gamma)))
-    if cfg.bias_field_prob > 0:
-        images = images * bias_field(field_coeffs * use_field[:, None, None], images.shape[-2], images.shape[-1])
+    if cfg.bias_field_prob > 0 and bool(use_field.any()):  # only the drawn samples: a zero field is 1
+        images = images.clone()
+        images[use_field] *= bias_field(field_coeffs[use_field], images.shape[-2], images.shape[-1])
 
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)  # (B, H, W, 2)
     warped = F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     masks = torch.cat([(warped[:, :1] > 0.5).float(), warped[:, 1:]], 1)  # soft targets stay soft
+    if 0 < crop_size < min(images.shape[-2:]):
+        centre = images.shape[1] // 2  # FLAIR of the centre slice (channel 1 of 3), for hard negatives
+        flair = _warp(images[:, centre : centre + 1], grid)[:, 0] if bright_prob > 0 else None
+        windows = choose_windows(masks[:, 0], flair, crop_size, generator, bright_prob)
+        grid = _crop(grid.permute(0, 3, 1, 2), windows, crop_size).permute(0, 2, 3, 1)
+        masks = _crop(masks, windows, crop_size)
+    images = _warp(images, grid)
 
     out = normalize(images, stats)
     gain = torch.where(use_intensity[:, None], gain, torch.ones_like(gain))
@@ -100,9 +120,19 @@ def augment(
         out = out + cfg.noise_std * torch.randn(out.shape, generator=noise_gen)
     if flair_only is not None and m == 3:  # modality dropout: the FLAIR-only input of predict, slice by slice
         by_slice = out.unflatten(1, (tile, 3))  # (B, slices, 3, H, W)
-        flair = by_slice[:, :, 1:2].expand_as(by_slice)
-        out = torch.where(flair_only[:, None, None, None, None], flair, by_slice).flatten(1, 2)
+        flair_all = by_slice[:, :, 1:2].expand_as(by_slice)
+        out = torch.where(flair_only[:, None, None, None, None], flair_all, by_slice).flatten(1, 2)
     return out, masks
+
+
+def _warp(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear resampling of ``(B, C, H, W)`` at ``grid`` ``(B, h, w, 2)``; outside is background (0)."""
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _crop(x: torch.Tensor, windows: list[tuple[int, int]], size: int) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, C, size, size)``: sample i's patch at ``windows[i]`` (top, left)."""
+    return torch.stack([x[i, :, top : top + size, left : left + size] for i, (top, left) in enumerate(windows)])
 
 
 def gamma_curve(images: torch.Tensor, stats: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
@@ -113,7 +143,10 @@ def gamma_curve(images: torch.Tensor, stats: torch.Tensor, gamma: torch.Tensor) 
     lo, hi = stats[:, 0, :, None, None], stats[:, 1, :, None, None]
     span = (hi - lo).clamp_min(1e-3)
     unit = ((images - lo) / span).clamp(0, 1)
-    bent = lo + span * unit ** gamma[:, :, None, None]
+    bends = gamma != 1  # (B, C): the power is taken only where it changes something
+    if bool(bends.any()):
+        unit[bends] = unit[bends] ** gamma[bends][:, None, None]
+    bent = lo + span * unit
     return torch.where(images > lo, bent, images)
 
 
@@ -132,32 +165,30 @@ BRIGHT_QUANTILE = 0.99
 """Hard-negative patches are centred on one of the slice's FLAIR pixels above this quantile (its top 1%)."""
 
 
-def tumor_biased_crop(
-    images: torch.Tensor,
-    masks: torch.Tensor,
+def choose_windows(
+    annotation: torch.Tensor,
+    flair: torch.Tensor | None,
     size: int,
     generator: torch.Generator,
     bright_prob: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop ``size`` x ``size`` patches; a patch of a slice with tumor contains tumor.
+) -> list[tuple[int, int]]:
+    """Place a ``size`` x ``size`` patch on each slice; a patch of a slice with tumor contains tumor.
 
-    images: ``(B, C, H, W)``; masks: ``(B, K, H, W)``, channel 0 the annotation. A tumor slice's
-    patch is centred on one of its tumor pixels, chosen at random, moved by up to a quarter of
-    ``size``; other slices get a patch at a uniformly random place, or, with probability
-    ``bright_prob``, a hard negative: a patch centred the same way on one of the brightest FLAIR
-    pixels of its centre slice (top :data:`BRIGHT_QUANTILE`), where tumor-free tissue is taken for
-    tumor. Returns
-    ``(B, C, size, size)`` and ``(B, K, size, size)``.
+    annotation: ``(B, H, W)``, the (transformed) annotation; flair: ``(B, H, W)``, the centre
+    slice's FLAIR, needed when ``bright_prob`` > 0. A tumor slice's patch is centred on one of its
+    tumor pixels, chosen at random, moved by up to a quarter of ``size``; other slices get a patch at
+    a uniformly random place, or, with probability ``bright_prob``, a hard negative: a patch centred
+    the same way on one of the slice's brightest FLAIR pixels (top :data:`BRIGHT_QUANTILE`), where
+    tumor-free tissue is taken for tumor. Returns each patch's ``(top, left)``.
     """
-    b, _, h, w = images.shape
-    if size >= min(h, w):
-        return images, masks
-    out_images, out_masks = [], []
+    b, h, w = annotation.shape
+    windows = []
     for i in range(b):
-        where = torch.nonzero(masks[i, 0] > 0.5)
+        where = torch.nonzero(annotation[i] > 0.5)
         if not len(where) and bright_prob > 0 and float(torch.rand(1, generator=generator)) < bright_prob:
-            flair = images[i, images.shape[1] // 2].flatten()  # FLAIR of the centre slice (channel 1 of 3)
-            brightest = torch.topk(flair, max(1, int(round((1 - BRIGHT_QUANTILE) * flair.numel())))).indices
+            if flair is None:
+                raise ValueError("hard negatives (bright_prob > 0) need the FLAIR channel")
+            brightest = torch.topk(flair[i].flatten(), max(1, int(round((1 - BRIGHT_QUANTILE) * h * w)))).indices
             where = torch.stack([brightest // w, brightest % w], 1)
         if len(where):
             cy, cx = where[int(torch.randint(len(where), (1,), generator=generator))].tolist()
@@ -166,7 +197,5 @@ def tumor_biased_crop(
         else:
             top = int(torch.randint(h - size + 1, (1,), generator=generator))
             left = int(torch.randint(w - size + 1, (1,), generator=generator))
-        top, left = min(max(top, 0), h - size), min(max(left, 0), w - size)
-        out_images.append(images[i, :, top : top + size, left : left + size])
-        out_masks.append(masks[i, :, top : top + size, left : left + size])
-    return torch.stack(out_images), torch.stack(out_masks)
+        windows.append((min(max(top, 0), h - size), min(max(left, 0), w - size)))
+    return windows

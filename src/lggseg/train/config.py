@@ -26,7 +26,7 @@ class TrainConfig:
     epochs: int = 40
     samples_per_epoch: int = 1600
     batch_size: int = 16
-    crop_size: int = 0  # train on crop_size x crop_size patches (0 = whole slices); see transforms.tumor_biased_crop
+    crop_size: int = 0  # train on crop_size x crop_size patches (0 = whole slices); see augment.choose_windows
     fg_fraction: float = 0.5
     vertex_fraction: float = 0.0  # share of samples from tumor-free slices in the top fifth of a volume
     hard_negative_prob: float = 0.0  # a tumor-free slice's crop is centred on bright FLAIR with this probability

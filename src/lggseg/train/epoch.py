@@ -15,7 +15,7 @@ from lggseg.infer import runtime
 from lggseg.infer.preprocess import volume_batches
 from lggseg.model.unet import UNet
 from lggseg.train import distributed
-from lggseg.train.augment import augment, tumor_biased_crop
+from lggseg.train.augment import augment
 from lggseg.train.config import TrainConfig
 from lggseg.train.distributed import Dist
 from lggseg.train.ema import WeightAverage
@@ -107,9 +107,9 @@ def train_one_epoch(ctx: EpochContext, epoch: int) -> dict[str, float]:
                 group["lr"] = lr
             idx = mine[step * ctx.local_batch : (step + 1) * ctx.local_batch]
             raw, stats = ctx.bank.inputs(idx, cfg.model.context_slices)
-            x, targets = augment(raw, ctx.bank.targets(idx), stats, cfg.augment, augment_generator)
-            if cfg.crop_size:
-                x, targets = tumor_biased_crop(x, targets, cfg.crop_size, augment_generator, cfg.hard_negative_prob)
+            x, targets = augment(
+                raw, ctx.bank.targets(idx), stats, cfg.augment, augment_generator, cfg.crop_size, cfg.hard_negative_prob
+            )
             x = x.to(ctx.device).contiguous(memory_format=torch.channels_last)
             y = targets[:, :1].to(ctx.device)  # the annotation, for the running Dice
             goal = mix_targets(targets, cfg.distill_weight).to(ctx.device) if targets.shape[1] > 1 else y
