@@ -67,10 +67,14 @@ def test_bad_spacing_is_refused(capsys, sample_patient, tmp_path, value):
 def test_unusable_weights_leave_no_output_folder(capsys, sample_patient, tmp_path):
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"not a safetensors file")
-    out = tmp_path / "o"
+    out = tmp_path / "new" / "o"
     code, _, err = run(["predict", str(sample_patient), "--out", str(out), "--weights", str(weights)], capsys)
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
-    assert not out.exists()
+    assert not (tmp_path / "new").exists()  # both folders it made are gone
+    kept = tmp_path / "kept"
+    (kept / "earlier").mkdir(parents=True)
+    code, _, _ = run(["predict", str(sample_patient), "--out", str(kept), "--weights", str(weights)], capsys)
+    assert code == 2 and (kept / "earlier").is_dir()  # a folder that was there stays as it was
 
 
 def test_a_mask_file_is_named_ground_truth(capsys, sample_patient, tmp_path):

@@ -72,8 +72,17 @@ def output_error(exc: OSError, path: str | Path | None = None) -> OutputError:
     return OutputError(f"{display_path(str(target))}: cannot write ({reason})", fatal=exc.errno in _FATAL)
 
 
-def check_out(out: Path, slices: bool) -> None:
-    """Refuse an unusable output folder before any work: not a folder, not writable, or blocked names."""
+def check_out(out: Path, slices: bool) -> Path | None:
+    """Refuse an unusable output folder before any work: not a folder, not writable, or blocked names.
+
+    Creates ``out`` (and missing parents); returns the topmost folder it created, or None when
+    ``out`` existed (for :func:`remove_new_out`).
+    """
+    created = None
+    for folder in (out, *out.parents):
+        if os.path.lexists(folder):
+            break
+        created = folder
     if out.exists() and not out.is_dir():
         raise LggsegError(f"{display_path(out)}: exists and is not a folder; choose another --out")
     try:
@@ -90,6 +99,21 @@ def check_out(out: Path, slices: bool) -> None:
         raise LggsegError(
             f"{display_path(out / 'slices')}: exists and is not a folder; move it or choose another --out"
         )
+    return created
+
+
+def remove_new_out(out: Path, created: Path | None) -> None:
+    """Undo :func:`check_out` when the run stops before writing anything: remove the folders it
+    created (``out`` up to ``created``) while they are empty."""
+    if created is None:
+        return
+    for folder in (out, *out.parents):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == created:
+            return
 
 
 def write_file(path: Path, data: bytes) -> None:

@@ -42,6 +42,7 @@ from lggseg.pipeline.outputs import (
     OutputError,
     SummaryWriter,
     check_out,
+    remove_new_out,
     summary_rows,
     write_slice_case,
     write_volume_case,
@@ -307,9 +308,12 @@ def predict(
             raise LggsegError(f"none of the {len(failures)} inputs can be used")
         raise LggsegError(failures[0] if failures else "no inputs given")
     out = Path(out)
-    # the weights load before check_out creates ``out``: unusable weights leave no empty folder behind
-    segmenter = segmenter or Segmenter.from_weights(weights, inference)
-    check_out(out, any(job.kind == "slice" for job in jobs))
+    created = check_out(out, any(job.kind == "slice" for job in jobs))
+    try:
+        segmenter = segmenter or Segmenter.from_weights(weights, inference)
+    except LggsegError:
+        remove_new_out(out, created)  # unusable weights leave no empty folder behind
+        raise
     rules = segmenter.bundle.post
     post_rules = dataclasses.replace(rules, threshold=float(threshold)) if threshold is not None else rules
     fill = flair_only_fill(segmenter.bundle.info)
