@@ -3,8 +3,9 @@
 Recipe v3 trains on 160 x 160 patches of 2.5D slices (16 x 9 x 256 x 256 a batch). ``augment(...,
 crop_size=160)`` places each patch on the warped annotation, then resamples and processes only the
 patch's pixels; the way before it augmented the whole slice, then cut the patch out (composed here
-from the same functions: ``augment`` without ``crop_size``, then ``choose_windows``). Both give the
-same patches (``tests/train/test_augment.py``). Reports ms a batch and the ratio.
+from the same functions: ``augment`` without ``crop_size``, then ``choose_windows``). Without noise
+both give the same patches (``tests/train/test_augment.py``), except that a hard negative may be
+centred on another of its equally bright pixels. Reports ms a batch and the ratio.
 
     python benchmarks/augment_speed.py [--batches 30] [--rounds 3]
 """

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ablation_table import dice_cells, per_patient_dice  # scripts/ablation_table.py, beside this file
 
+from lggseg.errors import run_script
 from lggseg.evaluation.cohort import SIZE_BINS, paired_summary, size_group
 
 
@@ -123,4 +124,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the table quietly
-    sys.exit(main())
+    run_script(main)

@@ -21,6 +21,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from lggseg.errors import run_script
 from lggseg.infer.ensemble import write_manifest
 from lggseg.model.bundle import BEST_NAME
 
@@ -53,4 +54,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from lggseg.data.dataset import index_dataset, load_volume
+from lggseg.errors import run_script
 from lggseg.evaluation import metrics
 from lggseg.infer import postprocess
 from lggseg.infer.ensemble import cv_fold_weights
@@ -104,4 +105,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lggseg.data.dataset import PatientFiles, index_dataset, load_volume
+from lggseg.errors import run_script
 from lggseg.evaluation import metrics
 from lggseg.evaluation.cohort import headline, paired_summary
 from lggseg.infer import postprocess
@@ -101,4 +102,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

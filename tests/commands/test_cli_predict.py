@@ -75,6 +75,11 @@ def test_unusable_weights_leave_no_output_folder(capsys, sample_patient, tmp_pat
     (kept / "earlier").mkdir(parents=True)
     code, _, _ = run(["predict", str(sample_patient), "--out", str(kept), "--weights", str(weights)], capsys)
     assert code == 2 and (kept / "earlier").is_dir()  # a folder that was there stays as it was
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    detour = tmp_path / "a" / ".." / "empty"  # reaches the user's empty folder through a new one
+    code, _, _ = run(["predict", str(sample_patient), "--out", str(detour), "--weights", str(weights)], capsys)
+    assert code == 2 and empty.is_dir() and not (tmp_path / "a").exists()
 
 
 def test_a_mask_file_is_named_ground_truth(capsys, sample_patient, tmp_path):

@@ -180,3 +180,27 @@ def test_augment_keeps_the_annotation_binary_and_a_teacher_channel_soft():
     _, cropped = augment(images, soft, _stats(8), cfg, torch.Generator().manual_seed(3), crop_size=32)
     assert cropped.shape == (8, 2, 32, 32) and bool((cropped[:, 0] > 0).flatten(1).any(1).all())
     assert float(cropped[:, 1].max()) == pytest.approx(0.7, abs=1e-5)
+
+
+def test_hard_negatives_rank_flair_as_clipped_and_work_on_a_25d_input():
+    """normalize clips at the volume's range, so every pixel above it is equally bright: a dimmer
+    clipped spot is as good a hard negative as a brighter one."""
+    images = torch.zeros(8, 9, 128, 128)
+    images[:, 4, 4:34, 4:34] = 300.0  # centre slice's FLAIR: two spots, each over 1% of the slice,
+    images[:, 4, 94:124, 94:124] = 400.0  # both above the clip range (255)
+    images[:, 3, 4:34, 4:34] = 50.0  # another channel marks where the dim spot is
+    masks = torch.zeros(8, 1, 128, 128)
+    x, _ = augment(images, masks, _stats(8).repeat(1, 1, 3), PLAIN, torch.Generator().manual_seed(0), 32, 1.0)
+    assert x.shape == (8, 9, 32, 32)
+    on_spot = x[:, 4] == (255.0 - 100.0) / 50.0  # a clipped pixel after normalisation
+    assert bool(on_spot.flatten(1).any(1).all())  # every patch holds a spot
+    on_dim_spot = x[:, 3] == (50.0 - 100.0) / 50.0
+    assert bool(on_dim_spot.any())  # ranking unclipped intensities would always pick the brighter spot
+
+
+def test_augment_leaves_the_callers_tensors_unchanged():
+    images, masks = _blob_batch()
+    before_images, before_masks = images.clone(), masks.clone()
+    cfg = AugmentConfig(gamma_prob=1.0, bias_field_prob=1.0)
+    augment(images, masks, _stats(8), cfg, torch.Generator().manual_seed(0), crop_size=32, bright_prob=1.0)
+    assert torch.equal(images, before_images) and torch.equal(masks, before_masks)

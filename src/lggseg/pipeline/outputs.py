@@ -72,25 +72,25 @@ def output_error(exc: OSError, path: str | Path | None = None) -> OutputError:
     return OutputError(f"{display_path(str(target))}: cannot write ({reason})", fatal=exc.errno in _FATAL)
 
 
-def check_out(out: Path, slices: bool) -> Path | None:
+def check_out(out: Path, slices: bool) -> list[Path]:
     """Refuse an unusable output folder before any work: not a folder, not writable, or blocked names.
 
-    Creates ``out`` (and missing parents); returns the topmost folder it created, or None when
-    ``out`` existed (for :func:`remove_new_out`).
+    Creates ``out`` and its missing parents, one at a time; returns the folders it created, the
+    topmost first (for :func:`remove_new_out`).
     """
-    created = None
-    for folder in (out, *out.parents):
-        if os.path.lexists(folder):
-            break
-        created = folder
     if out.exists() and not out.is_dir():
         raise LggsegError(f"{display_path(out)}: exists and is not a folder; choose another --out")
+    created: list[Path] = []
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        for folder in (*reversed(out.parents), out):
+            if not folder.exists():
+                folder.mkdir()
+                created.append(folder)
         fd, probe = tempfile.mkstemp(prefix=".lggseg-probe-", dir=out)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
+        remove_new_out(created)
         raise LggsegError(f"{display_path(out)}: cannot write the output folder ({exc.strerror or exc})") from None
     summary = out / "summary.csv"
     if summary.exists() and not summary.is_file():
@@ -102,17 +102,13 @@ def check_out(out: Path, slices: bool) -> Path | None:
     return created
 
 
-def remove_new_out(out: Path, created: Path | None) -> None:
+def remove_new_out(created: list[Path]) -> None:
     """Undo :func:`check_out` when the run stops before writing anything: remove the folders it
-    created (``out`` up to ``created``) while they are empty."""
-    if created is None:
-        return
-    for folder in (out, *out.parents):
+    created, deepest first, while they are empty."""
+    for folder in reversed(created):
         try:
             folder.rmdir()
         except OSError:
-            return
-        if folder == created:
             return
 
 

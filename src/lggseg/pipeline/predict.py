@@ -312,7 +312,7 @@ def predict(
     try:
         segmenter = segmenter or Segmenter.from_weights(weights, inference)
     except LggsegError:
-        remove_new_out(out, created)  # unusable weights leave no empty folder behind
+        remove_new_out(created)  # unusable weights leave no empty folder behind
         raise
     rules = segmenter.bundle.post
     post_rules = dataclasses.replace(rules, threshold=float(threshold)) if threshold is not None else rules

@@ -105,7 +105,9 @@ def augment(
     masks = torch.cat([(warped[:, :1] > 0.5).float(), warped[:, 1:]], 1)  # soft targets stay soft
     if 0 < crop_size < min(images.shape[-2:]):
         centre = images.shape[1] // 2  # FLAIR of the centre slice (channel 1 of 3), for hard negatives
-        flair = _warp(images[:, centre : centre + 1], grid)[:, 0] if bright_prob > 0 else None
+        flair = None
+        if bright_prob > 0:  # clipped as normalize clips it: pixels above the clip range rank equal
+            flair = torch.minimum(_warp(images[:, centre : centre + 1], grid)[:, 0], stats[:, 1, centre, None, None])
         windows = choose_windows(masks[:, 0], flair, crop_size, generator, bright_prob)
         grid = _crop(grid.permute(0, 3, 1, 2), windows, crop_size).permute(0, 2, 3, 1)
         masks = _crop(masks, windows, crop_size)
