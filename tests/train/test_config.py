@@ -100,3 +100,17 @@ def test_recipe_variants_change_only_what_their_header_says(name, changes):
         if section in differing:
             differing[section] = {k: v for k, v in variant[section].items() if v != recipe[section][k]}
     assert differing == changes
+
+
+def test_compile_is_a_run_setting_not_part_of_the_recipe(tmp_path):
+    from lggseg.train.cv import recipe
+
+    (tmp_path / "a.yaml").write_text("compile: sometimes\n")
+    with pytest.raises(LggsegError, match="compile must be auto, on or off"):
+        load_config(tmp_path / "a.yaml")
+    cfg = load_config(ROOT / "configs" / "lgg_unet12_v3.yaml")
+    assert cfg.compile == "auto"
+    assert recipe(cfg.replace(compile="off")) == recipe(cfg)  # a fold may resume with another setting
+    stored = cfg.to_dict()
+    del stored["compile"]  # a fold trained before the setting existed
+    assert recipe(stored) == recipe(cfg)

@@ -29,6 +29,9 @@ RUNTIME = typer.Option("torch", "--runtime", help="inference runtime: torch or o
 DEVICE = typer.Option("auto", "--device", help="torch device: auto (CUDA when present), cpu, cuda, cuda:1...")
 BF16 = typer.Option("auto", "--bf16", help="bf16 autocast (torch): auto (where the hardware has it), on, off")
 THREADS = typer.Option(0, "--threads", min=0, help="intra-op CPU threads (0: the runtime's default)")
+COMPILE = typer.Option(
+    None, "--compile", help="torch.compile the training step: auto (runs of 1,000+ steps), on, off (default: config's)"
+)
 BATCH_SIZE = typer.Option(8, "--batch-size", min=1, help="slices per network call (memory grows with it)")
 ACCURATE = typer.Option(
     False,
@@ -125,6 +128,7 @@ def train(
     nproc: int = typer.Option(
         1, "--nproc", help="train with N local processes (DDP: one per GPU, or gloo on CPU); see docs/distributed.md"
     ),
+    compile: Optional[str] = COMPILE,
 ) -> None:
     """Train a U-Net on the training patients of a fold
     (also under torchrun: `torchrun --nproc_per_node=N -m lggseg train ...`)."""
@@ -136,11 +140,17 @@ def train(
     if resume is not None:
         if config is not None or fold is not None:
             raise LggsegError("--resume continues a run with its own config; do not pass --config or --fold")
-        cfg = RunFolder(resume).config().replace(out=str(resume), data=str(data) if data else None, epochs=epochs)
+        cfg = (
+            RunFolder(resume)
+            .config()
+            .replace(out=str(resume), data=str(data) if data else None, epochs=epochs, compile=compile)
+        )
     else:
         if data is None:
             raise LggsegError("--data is required (a kaggle_3m-style folder)")
-        cfg = load_config(config).replace(data=str(data), fold=fold, epochs=epochs, out=str(out) if out else None)
+        cfg = load_config(config).replace(
+            data=str(data), fold=fold, epochs=epochs, out=str(out) if out else None, compile=compile
+        )
         if out is None and config is None:
             raise LggsegError("--out is required (the run folder to create)")
         if RunFolder(cfg.out).has_checkpoint():
@@ -170,6 +180,7 @@ def cv(
         False, "--merge-only", help="train nothing: evaluate finished folds and merge the report"
     ),
     nproc: int = typer.Option(1, "--nproc", help="train each fold with N local DDP processes"),
+    compile: Optional[str] = COMPILE,
 ) -> None:
     """Cross-validate on the canonical split and write one out-of-fold report (skips folds already done)."""
     from lggseg.train.config import load_config
@@ -177,7 +188,7 @@ def cv(
 
     if nproc < 1:
         raise LggsegError(f"--nproc must be >= 1, got {nproc}")
-    cfg = load_config(config).replace(data=str(data), epochs=epochs)
+    cfg = load_config(config).replace(data=str(data), epochs=epochs, compile=compile)
     cross_validate(cfg, out, folds, only_fold, merge_only, nproc, log=_say)
 
 

@@ -41,6 +41,7 @@ class TrainConfig:
     patience: int = 0
     device: str = "auto"
     bf16: str = "auto"
+    compile: str = "auto"  # torch.compile the training step: auto (long single-process runs), on, off
     threads: int = 0
     max_train_patients: int = 0
     calibrate: bool = True
@@ -71,6 +72,7 @@ class TrainConfig:
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1) (0 = no weight average)"),
             (self.n_validation >= 1, "n_validation must be >= 1"),
             (self.bf16 in ("auto", "on", "off"), "bf16 must be auto, on or off"),
+            (self.compile in ("auto", "on", "off"), "compile must be auto, on or off"),
             (
                 isinstance(self.holdout, tuple) and all(isinstance(p, str) for p in self.holdout),
                 "holdout must be a list of patient names",

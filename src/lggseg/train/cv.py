@@ -39,7 +39,7 @@ from lggseg.train import distributed
 from lggseg.train.config import TrainConfig, config_from_dict
 from lggseg.train.run_folder import RunFolder
 
-RECIPE_IGNORED = ("data", "out", "fold", "epochs", "device", "threads")
+RECIPE_IGNORED = ("data", "out", "fold", "epochs", "device", "threads", "compile")
 """Config keys that may differ between folds (or between a run and a later ``cv`` call)."""
 
 

@@ -60,7 +60,7 @@ class EpochContext:
     """What one epoch of training needs besides the epoch number (fixed for the whole run)."""
 
     cfg: TrainConfig
-    model: torch.nn.Module  # the DDP wrapper in a process group, else the U-Net itself
+    model: torch.nn.Module  # what the training step calls: the U-Net, or its DDP and/or torch.compile wrapper
     unet: UNet
     optimizer: torch.optim.Optimizer
     bank: SliceBank
