@@ -114,3 +114,12 @@ def test_compile_is_a_run_setting_not_part_of_the_recipe(tmp_path):
     stored = cfg.to_dict()
     del stored["compile"]  # a fold trained before the setting existed
     assert recipe(stored) == recipe(cfg)
+
+
+def test_bare_on_and_off_in_yaml_are_the_switch_values(tmp_path):
+    """YAML 1.1 reads ``on`` / ``off`` as booleans; the switches take them as written."""
+    (tmp_path / "a.yaml").write_text("bf16: on\ncompile: off\n")
+    cfg = load_config(tmp_path / "a.yaml")
+    assert (cfg.bf16, cfg.compile) == ("on", "off")
+    (tmp_path / "b.yaml").write_text("bf16: 'off'\ncompile: auto\n")
+    assert (load_config(tmp_path / "b.yaml").bf16, load_config(tmp_path / "b.yaml").compile) == ("off", "auto")

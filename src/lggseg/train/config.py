@@ -105,8 +105,15 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         raise LggsegError(f"{where}: {exc}") from None
 
 
+SWITCHES = ("bf16", "compile")
+"""Config keys that take ``auto``, ``on`` or ``off``."""
+
+
 def config_from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
     values = dict(values)
+    for key in SWITCHES:  # YAML 1.1 reads a bare on / off as true / false
+        if isinstance(values.get(key), bool):
+            values[key] = "on" if values[key] else "off"
     for key in ("holdout", "distill_teachers"):
         if isinstance(values.get(key), list):
             values[key] = tuple(str(name) for name in values[key])
