@@ -95,14 +95,13 @@ def main() -> None:
                 first_compile = result["first_call_s"]
             if way not in best or result["ms_per_step"] < best[way]["ms_per_step"]:
                 best[way] = result
-    steps_per_epoch = cfg.samples_per_epoch // cfg.batch_size
     print(
         f"{args.config}: batch {cfg.batch_size} x {cfg.model.in_channels} x 256 x 256 -> {cfg.crop_size} px, "
         f"{best['eager']['threads']} threads, bf16 {best['eager']['bf16']}, best of {args.rounds} round(s) x "
         f"{args.steps} steps"
     )
     for way, result in best.items():
-        minutes = result["ms_per_step"] * steps_per_epoch * cfg.epochs / 60_000
+        minutes = result["ms_per_step"] * cfg.steps_per_epoch * cfg.epochs / 60_000
         ms = result["ms_per_step"]
         print(f"  {way:9s} {ms:7.1f} ms a step  ({minutes:5.1f} min of steps for {cfg.epochs} epochs)")
     print(f"  first compiled call (the compile, cold cache): {first_compile:.0f} s")

@@ -73,7 +73,7 @@ def test_use_compile_auto_on_cpu_needs_the_cpp_compiler(monkeypatch, tmp_path):
 def test_compiled_training_step_matches_eager_and_trains_the_same_parameters():
     """One Dice+BCE training step through the compiled wrapper (traced forward and backward; the
     ``aot_eager`` backend skips TorchInductor's code generation, minutes on 2 cores, which
-    benchmarks/train_speed.py --set v3 exercises): the same loss and gradients as eager, and the
+    benchmarks/train_compile.py exercises): the same loss and gradients as eager, and the
     optimizer updates the module whose state the run saves (no ``_orig_mod.`` keys)."""
     from lggseg.train.losses import dice_bce_loss
 

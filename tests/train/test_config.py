@@ -122,4 +122,5 @@ def test_bare_on_and_off_in_yaml_are_the_switch_values(tmp_path):
     cfg = load_config(tmp_path / "a.yaml")
     assert (cfg.bf16, cfg.compile) == ("on", "off")
     (tmp_path / "b.yaml").write_text("bf16: 'off'\ncompile: auto\n")
-    assert (load_config(tmp_path / "b.yaml").bf16, load_config(tmp_path / "b.yaml").compile) == ("off", "auto")
+    quoted = load_config(tmp_path / "b.yaml")
+    assert (quoted.bf16, quoted.compile) == ("off", "auto")

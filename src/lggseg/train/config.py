@@ -11,6 +11,9 @@ from lggseg.errors import LggsegError
 from lggseg.model.unet import UNetConfig
 from lggseg.train.augment import AugmentConfig
 
+SWITCHES = ("bf16", "compile")
+"""Config keys that take ``auto``, ``on`` or ``off``."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -71,8 +74,7 @@ class TrainConfig:
             (self.lr > 0, "lr must be > 0"),
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1) (0 = no weight average)"),
             (self.n_validation >= 1, "n_validation must be >= 1"),
-            (self.bf16 in ("auto", "on", "off"), "bf16 must be auto, on or off"),
-            (self.compile in ("auto", "on", "off"), "compile must be auto, on or off"),
+            *((getattr(self, key) in ("auto", "on", "off"), f"{key} must be auto, on or off") for key in SWITCHES),
             (
                 isinstance(self.holdout, tuple) and all(isinstance(p, str) for p in self.holdout),
                 "holdout must be a list of patient names",
@@ -86,6 +88,11 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise LggsegError(f"config: {message}")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch (``samples_per_epoch // batch_size``; the global batch)."""
+        return self.samples_per_epoch // self.batch_size
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,10 +110,6 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         return cls(**values)
     except (TypeError, ValueError) as exc:
         raise LggsegError(f"{where}: {exc}") from None
-
-
-SWITCHES = ("bf16", "compile")
-"""Config keys that take ``auto``, ``on`` or ``off``."""
 
 
 def config_from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:

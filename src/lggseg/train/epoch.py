@@ -76,7 +76,7 @@ class EpochContext:
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.cfg.samples_per_epoch // self.cfg.batch_size
+        return self.cfg.steps_per_epoch
 
 
 def train_one_epoch(ctx: EpochContext, epoch: int) -> dict[str, float]:

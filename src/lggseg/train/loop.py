@@ -100,7 +100,7 @@ def _train(
             f"{best_epoch + 1})"
         )
     model = distributed.wrap_model(unet, dist, device, cfg.sync_bn)  # DDP in a process group, else unet
-    steps = (cfg.epochs - start_epoch) * (cfg.samples_per_epoch // cfg.batch_size)  # this process's steps
+    steps = (cfg.epochs - start_epoch) * cfg.steps_per_epoch  # the steps this process will take
     if runtime.use_compile(cfg.compile, device, steps, dist.enabled):
         log("the training step is compiled (torch.compile) on its first call: about a minute on 2 CPU cores")
         model = runtime.compile_for_training(model, fall_back=cfg.compile == "auto")  # unet stays the eager module
