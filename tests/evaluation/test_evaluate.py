@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lggseg.evaluation import cohort
+from lggseg.evaluation import cohort, error_budget
 from lggseg.evaluation.evaluate import evaluate, evaluation_note
 from lggseg.model.bundle import save_weights
 from lggseg.model.unet import UNet, UNetConfig
@@ -48,3 +48,12 @@ def test_report_lists_the_patients_the_model_saw(sample_dir, tmp_path, info, see
         label = cohort.size_group(row["volume_true"])
         expected[label] = expected.get(label, 0) + 1
     assert groups == expected and sum(groups.values()) == 2
+    # each patient's error budget accounts for its wrong voxels and gives back its Dice
+    budgets = report["error_budget"]["per_patient"]
+    assert sorted(budgets) == SAMPLE and report["error_budget"]["n_patients"] == 2
+    for row in report["per_patient"]:
+        budget = budgets[row["patient"]]
+        assert budget["fp"] + budget["tp"] == row["volume_pred"] and budget["fn"] + budget["tp"] == row["volume_true"]
+        assert sum(budget[c] for c in error_budget.FALSE_POSITIVE_CAUSES) == budget["fp"]
+        assert sum(budget[c] for c in error_budget.FALSE_NEGATIVE_CAUSES) == budget["fn"]
+        assert error_budget.dice_without(budget) == pytest.approx(row["dice"])

@@ -16,6 +16,7 @@ import pytest
 
 from lggseg.commands.cli import main
 from lggseg.data.splits import canonical_folds, fold_of
+from lggseg.evaluation import error_budget
 from lggseg.infer.ensemble import cv_fold_weights
 
 pytestmark = pytest.mark.slow
@@ -101,6 +102,16 @@ def test_cv_folds_run_separately_then_merge(tmp_path: Path, two_fold_data: Path,
     assert (cv / "dice_by_group.png").stat().st_size > 10_000
     fold_reports = [json.loads((cv / f"fold_{k}" / "test" / "metrics.json").read_text()) for k in range(2)]
     assert [f["mean_dice"] for f in report["folds"]] == [r["mean_dice"] for r in fold_reports]
+    # the error budgets of the two fold reports pooled: each patient's budget gives back its Dice
+    budgets = report["error_budget"]["per_patient"]
+    assert budgets == {
+        **fold_reports[0]["error_budget"]["per_patient"],
+        **fold_reports[1]["error_budget"]["per_patient"],
+    }
+    for row in report["per_patient"]:
+        assert error_budget.dice_without(budgets[row["patient"]]) == pytest.approx(row["dice"])
+    assert report["error_budget"]["n_patients"] == 4
+    assert report["error_budget"]["mean_dice"] == pytest.approx(report["mean_dice"])
     assert len((cv / "per_patient.csv").read_text().splitlines()) == 5
     assert (cv / "dice_per_patient.png").stat().st_size > 0 and (cv / "overlays.png").stat().st_size > 0
 
@@ -120,6 +131,15 @@ def test_cv_folds_run_separately_then_merge(tmp_path: Path, two_fold_data: Path,
     assert (
         full["complete"] and full["n_patients"] == 4 and "fold 2: none of its test patients" in capsys.readouterr().out
     )
+
+    # a fold report written before the error budget existed: the merged report goes without one
+    fold_1_report = cv / "fold_1" / "test" / "metrics.json"
+    older = json.loads(fold_1_report.read_text())
+    del older["error_budget"]
+    fold_1_report.write_text(json.dumps(older))
+    assert run_cli(*base, "--merge-only") == 0
+    merged = json.loads((cv / "metrics.json").read_text())
+    assert "error_budget" not in merged and merged["per_patient"] == report["per_patient"]
 
     # a published copy (no checkpoints, as scripts/publish_cv.sh makes it) is calibrated again and merged again
     published = tmp_path / "published"

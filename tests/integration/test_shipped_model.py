@@ -42,6 +42,9 @@ def test_shipped_model_reproduces_its_record_on_the_held_out_demo_patients(sampl
     assert report["mean_dice"] == pytest.approx(record["mean_dice"], abs=2e-3)
     assert report["min_dice"] >= 0.88  # both demo patients are segmented well by a model that never saw them
     assert report["test_result_note"] == "test result: the model never saw any of these 2 patients"
+    # every false positive of the shipped model here is the outline drawn wide: no blob apart, no extra slice
+    for budget in report["error_budget"]["per_patient"].values():
+        assert budget["fp"] > 0 and budget["fp_outline"] == budget["fp"]
 
 
 @pytest.mark.full_data

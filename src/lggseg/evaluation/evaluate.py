@@ -2,7 +2,8 @@
 the predict path's own post-processing, summarised over patients.
 
 Writes ``metrics.json`` (headline numbers, ``tumor_sizes`` (the same numbers by annotated tumor
-size) + ``per_patient``), ``per_patient.csv``,
+size), ``error_budget`` (each patient's wrong voxels by cause, :mod:`lggseg.evaluation.error_budget`)
++ ``per_patient``), ``per_patient.csv``,
 ``dice_per_patient.png`` and ``overlays.png`` (best, median and worst slices).
 """
 
@@ -16,8 +17,9 @@ import numpy as np
 from lggseg.data.dataset import PatientFiles, index_dataset, load_volume
 from lggseg.data.splits import split_for_fold
 from lggseg.errors import LggsegError
-from lggseg.evaluation import cohort, metrics
+from lggseg.evaluation import cohort, error_budget, metrics
 from lggseg.evaluation.report import PROTOCOL, pick_slices, write_report
+from lggseg.infer import postprocess
 from lggseg.infer.provenance import seen_in_training
 from lggseg.infer.segmenter import InferenceConfig, Segmenter
 from lggseg.io.progress import track
@@ -53,13 +55,17 @@ def evaluate(
     if missing:
         raise LggsegError(f"{missing[0]}: evaluation needs a mask for every slice")
     segmenter = segmenter or Segmenter.from_weights(weights, inference)
+    post = segmenter.bundle.post
     per_patient: list[dict[str, Any]] = []
+    budgets: dict[str, dict[str, int]] = {}
     slice_cases: list[tuple[float, str, int, np.ndarray, np.ndarray, np.ndarray]] = []
     for patient in track(patients, description="evaluating"):
         volume = load_volume(patient)
         truth = volume.require_masks()
-        pred = segmenter.segment(volume.images)
+        prob = segmenter.probabilities(volume.images)
+        pred = postprocess.apply(prob, post)  # what segmenter.segment returns
         per_patient.append({"patient": patient.name, **metrics.patient_metrics(pred, truth)})
+        budgets[patient.name] = error_budget.error_budget(prob, pred, truth, post.threshold)
         for z in np.flatnonzero(truth.reshape(len(pred), -1).any(1)):
             slice_cases.append(
                 (
@@ -90,6 +96,7 @@ def evaluate(
         "tta": bundle.tta,
         "postprocess": bundle.post.to_dict(),
         "tumor_sizes": cohort.size_rows(per_patient),
+        "error_budget": {**error_budget.summarize(list(budgets.values())), "per_patient": budgets},
         "per_patient": per_patient,
     }
     out = Path(out)

@@ -11,7 +11,8 @@ A CV folder::
     CV/fold_<k>/run/     the run folder of fold k (a plain ``lggseg train`` run folder)
     CV/fold_<k>/test/    evaluate() of that run's best.safetensors on fold k's test patients
     CV/metrics.json      the out-of-fold report: per_patient (with each patient's fold),
-    CV/per_patient.csv   headline numbers over all patients, per-fold numbers, the recipe;
+    CV/per_patient.csv   headline numbers over all patients, per-fold numbers, the recipe, and
+                         the pooled error budget when every fold report holds one;
     CV/dice_per_patient.png, CV/overlays.png   the same figures as ``evaluate``
 
 A fold is *done* when its run finished (see :meth:`lggseg.train.run_folder.RunFolder.finished`) and its test
@@ -30,7 +31,7 @@ from typing import Any, Callable
 from lggseg.data.dataset import index_dataset, load_volume
 from lggseg.data.splits import N_FOLDS, canonical_folds, fold_of
 from lggseg.errors import LggsegError
-from lggseg.evaluation import cohort, figures, metrics
+from lggseg.evaluation import cohort, error_budget, figures, metrics
 from lggseg.evaluation.evaluate import evaluate
 from lggseg.evaluation.report import PROTOCOL, OverlayCase, write_report
 from lggseg.infer.segmenter import Segmenter
@@ -187,6 +188,7 @@ def merge_folds(data: str | Path, out: str | Path, n_folds: int, log: Callable[[
     rows: list[dict[str, Any]] = []
     folds: list[dict[str, Any]] = []
     first_recipe: dict[str, Any] | None = None
+    budgets: dict[str, dict[str, int]] | None = {}  # None once a fold report predates the error budget
     for k in range(n_folds):
         if not patients[k]:
             continue
@@ -199,6 +201,10 @@ def merge_folds(data: str | Path, out: str | Path, n_folds: int, log: Callable[[
             first_recipe = recipe(config)
         check_same_recipe(first_recipe, recipe(config), f"{run.path} (compared with the first fold)")
         rows += [{**row, "fold": k} for row in report["per_patient"]]
+        if budgets is not None and "error_budget" in report:
+            budgets.update(report["error_budget"]["per_patient"])
+        else:
+            budgets = None
         folds.append(
             {
                 "fold": k,
@@ -246,6 +252,8 @@ def merge_folds(data: str | Path, out: str | Path, n_folds: int, log: Callable[[
         "recipe": first_recipe,
         "per_patient": rows,
     }
+    if budgets:  # every fold report holds its patients' error budgets
+        report["error_budget"] = {**error_budget.summarize(list(budgets.values())), "per_patient": budgets}
     write_report(report, out, overlay_cases(data, out, rows))
     cohort.write_group_csv(folds, out / "per_fold.csv")
     cohort.write_group_csv(institutions, out / "per_institution.csv")
