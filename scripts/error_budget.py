@@ -33,7 +33,6 @@ import numpy as np
 from lggseg.data.dataset import index_dataset, load_volume
 from lggseg.errors import run_script
 from lggseg.evaluation import error_budget
-from lggseg.infer import postprocess
 from lggseg.infer.ensemble import cv_fold_weights
 from lggseg.infer.segmenter import InferenceConfig, Segmenter
 from lggseg.io import atomic
@@ -84,8 +83,7 @@ def out_of_fold(data: Path, cv: Path) -> dict[str, dict[str, Any]]:
             for name in names:
                 volume = load_volume(named[name])
                 truth = volume.require_masks()
-                prob = segmenter.probabilities(volume.images)
-                mask = postprocess.apply(prob, bundle.post)
+                prob, mask = segmenter.segment_with_probabilities(volume.images)
                 budget = error_budget.error_budget(prob, mask, truth, bundle.post.threshold)
                 worst = int((mask ^ truth).reshape(len(mask), -1).sum(1).argmax())
                 results[name] = {

@@ -46,6 +46,8 @@ def test_shipped_model_segments_sample(sample_dir):
     mask = segmenter.segment(volume.images)
     assert mask.shape == volume.require_masks().shape and mask.dtype == bool
     assert np.array_equal(mask, postprocess.apply(segmenter.probabilities(volume.images), segmenter.bundle.post))
+    prob, same_mask = segmenter.segment_with_probabilities(volume.images)
+    assert np.array_equal(prob, segmenter.probabilities(volume.images)) and np.array_equal(same_mask, mask)
     assert load_weights(None).post.threshold > 0
 
 

@@ -19,7 +19,6 @@ from lggseg.data.splits import split_for_fold
 from lggseg.errors import LggsegError
 from lggseg.evaluation import cohort, error_budget, metrics
 from lggseg.evaluation.report import PROTOCOL, pick_slices, write_report
-from lggseg.infer import postprocess
 from lggseg.infer.provenance import seen_in_training
 from lggseg.infer.segmenter import InferenceConfig, Segmenter
 from lggseg.io.progress import track
@@ -55,17 +54,16 @@ def evaluate(
     if missing:
         raise LggsegError(f"{missing[0]}: evaluation needs a mask for every slice")
     segmenter = segmenter or Segmenter.from_weights(weights, inference)
-    post = segmenter.bundle.post
+    threshold = segmenter.bundle.post.threshold
     per_patient: list[dict[str, Any]] = []
     budgets: dict[str, dict[str, int]] = {}
     slice_cases: list[tuple[float, str, int, np.ndarray, np.ndarray, np.ndarray]] = []
     for patient in track(patients, description="evaluating"):
         volume = load_volume(patient)
         truth = volume.require_masks()
-        prob = segmenter.probabilities(volume.images)
-        pred = postprocess.apply(prob, post)  # what segmenter.segment returns
+        prob, pred = segmenter.segment_with_probabilities(volume.images)
         per_patient.append({"patient": patient.name, **metrics.patient_metrics(pred, truth)})
-        budgets[patient.name] = error_budget.error_budget(prob, pred, truth, post.threshold)
+        budgets[patient.name] = error_budget.error_budget(prob, pred, truth, threshold)
         for z in np.flatnonzero(truth.reshape(len(pred), -1).any(1)):
             slice_cases.append(
                 (

@@ -130,7 +130,13 @@ class Segmenter:
 
     def segment(self, images: np.ndarray) -> np.ndarray:
         """images ``(Z, H, W, 3)`` uint8 of any H, W -> mask ``(Z, H, W)`` bool on the same grid."""
-        return postprocess.apply(self.probabilities(images), self.bundle.post)
+        return self.segment_with_probabilities(images)[1]
+
+    def segment_with_probabilities(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """images ``(Z, H, W, 3)`` uint8 -> (probabilities ``(Z, H, W)`` float32, the mask
+        :meth:`segment` gives ``(Z, H, W)`` bool), for callers that need both."""
+        prob = self.probabilities(images)
+        return prob, postprocess.apply(prob, self.bundle.post)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """images ``(Z, H, W, 3)`` uint8 of any H, W -> ``(Z, H, W)`` float32 probabilities (an

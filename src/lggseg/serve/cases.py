@@ -1,9 +1,9 @@
 """Turning uploads into cases: slices grouped per patient, zipped patient folders, NIfTI volumes.
 
 A zipped patient folder is read by :func:`lggseg.data.dataset.load_patient`, as ``lggseg predict``
-reads a folder; every case is then segmented by :func:`segment_case` (the probabilities of
-:meth:`lggseg.infer.segmenter.Segmenter.probabilities` and the weights' post-processing, which is
-exactly :meth:`~lggseg.infer.segmenter.Segmenter.segment`, keeping the probabilities for the viewer).
+reads a folder; every case is then segmented by :func:`segment_case`
+(:meth:`lggseg.infer.segmenter.Segmenter.segment_with_probabilities`: the mask
+:meth:`~lggseg.infer.segmenter.Segmenter.segment` gives, keeping the probabilities for the viewer).
 
 A file that cannot be used (unknown type, unreadable, corrupt, unsafe zip) is recorded as a
 :class:`FileProblem` and skipped, as ``lggseg predict`` skips a bad input; the request is refused
@@ -25,7 +25,6 @@ from fastapi import HTTPException
 from lggseg.data.bundled import sample_root
 from lggseg.data.dataset import SLICE_NAME, index_dataset, load_patient
 from lggseg.errors import LggsegError
-from lggseg.infer import postprocess
 from lggseg.infer.segmenter import Segmenter
 from lggseg.io import nifti
 from lggseg.io.images import image_from_bytes, mask_from_bytes
@@ -86,8 +85,7 @@ def attempt(problems: list[FileProblem], label: str, work: Callable[[], T]) -> T
 
 def segment_case(segmenter: Segmenter, case: Case) -> None:
     """Set ``case.probability`` ``(Z, H, W)`` and ``case.mask``, the mask ``segmenter.segment`` gives."""
-    case.probability = segmenter.probabilities(case.images)
-    case.mask = postprocess.apply(case.probability, segmenter.bundle.post)
+    case.probability, case.mask = segmenter.segment_with_probabilities(case.images)
 
 
 def _stem(label: str) -> str:
