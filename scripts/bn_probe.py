@@ -118,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     results = {"as trained": score("BatchNorm statistics as trained")}
     reestimate_batchnorm(model, whole_slices(train, cfg.model.context_slices), bf16)
     results["whole slices"] = score(f"re-estimated on {len(train)} patients' whole slices")
+    bank = SliceBank.from_volumes(train)
     for seed in args.seeds:
         model.load_state_dict(trained)
-        reestimate_batchnorm(model, recipe_patches(SliceBank.from_volumes(train), cfg, args.batches, seed), bf16)
+        reestimate_batchnorm(model, recipe_patches(bank, cfg, args.batches, seed), bf16)
         results[f"patches, seed {seed}"] = score(f"re-estimated on {args.batches} recipe batches, seed {seed}")
     if args.out:
         report = {"run": str(run.path), "checkpoint": args.checkpoint, "validation_dice": results}

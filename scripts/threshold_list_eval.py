@@ -31,7 +31,8 @@ from lggseg.evaluation.evaluate import evaluate
 from lggseg.infer.ensemble import cv_fold_weights
 from lggseg.infer.segmenter import Segmenter
 from lggseg.model.bundle import load_weights, save_weights
-from lggseg.train.calibrate import RULES, calibration_report, score, select_rule
+from lggseg.train.calibrate import RULES, calibration_report, score_rules, select_rule
+from lggseg.train.run_folder import RunFolder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,11 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         fold = int(path.parent.parent.name.removeprefix("fold_"))
         split = json.loads((path.parent / "split.json").read_text())
         bundle = load_weights(path)
-        segmenter = Segmenter(bundle)
         volumes = [load_volume(named[name]) for name in split["validation"]]
-        probs = [segmenter.probabilities(v.images) for v in volumes]
-        truths = [v.require_masks() for v in volumes]
-        scores = [score(probs, truths, rule) for rule in candidates]
+        scores = score_rules(Segmenter(bundle), volumes, candidates)
         chosen, plain = select_rule(scores), select_rule(scores[: len(RULES)])
         print(
             f"fold {fold}: validation {chosen.mean_dice:.4f}, {chosen.false_positive_slices} false-positive slices, "
@@ -64,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{plain.false_positive_slices} ({'the' if plain.rule == bundle.post else 'not the'} fold's own rule)",
             flush=True,
         )
-        run = args.out / f"fold_{fold}" / "run"
-        run.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path.parent / "split.json", run / "split.json")
-        (run / "calibration.json").write_text(json.dumps(calibration_report(volumes, scores, chosen), indent=1))
-        save_weights(run / "best.safetensors", bundle.model, chosen.rule, bundle.tta, bundle.info)
-        evaluate(args.data, run.parent / "test", weights=run / "best.safetensors", fold=fold, log=lambda _: None)
+        run = RunFolder(args.out / f"fold_{fold}" / "run")
+        run.path.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path.parent / RunFolder.SPLIT, run / RunFolder.SPLIT)
+        run.write_calibration(calibration_report(volumes, scores, chosen))
+        save_weights(run.best, bundle.model, chosen.rule, bundle.tta, bundle.info)
+        evaluate(args.data, run.path.parent / "test", weights=run.best, fold=fold, log=lambda _: None)
     return 0
 
 

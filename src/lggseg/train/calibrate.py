@@ -15,7 +15,7 @@ import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -106,11 +106,14 @@ def select_rule(scores: list[RuleScore], tie: float = TIE) -> RuleScore:
     return min(contenders, key=lambda s: s.false_positive_slices)  # min keeps the first of equals
 
 
-def score_rules(segmenter: Segmenter, val_volumes: list[Volume]) -> list[RuleScore]:
-    """Every rule of :data:`RULES` on the validation volumes, from one prediction of each volume."""
+def score_rules(
+    segmenter: Segmenter, val_volumes: list[Volume], rules: Sequence[PostProcess] = RULES
+) -> list[RuleScore]:
+    """Every rule of ``rules`` (default :data:`RULES`, simplest first) on the validation volumes,
+    from one prediction of each volume."""
     truths = [v.require_masks() for v in val_volumes]
     probs = [segmenter.probabilities(v.images) for v in val_volumes]
-    return [score(probs, truths, rule) for rule in RULES]
+    return [score(probs, truths, rule) for rule in rules]
 
 
 def calibration_report(val_volumes: list[Volume], scores: list[RuleScore], chosen: RuleScore) -> dict[str, Any]:
