@@ -38,6 +38,7 @@ def test_rules_start_with_the_plain_threshold_never_keep_the_largest_and_stay_fe
     assert steps == sorted(steps)  # simplest first: ties go to the rule with fewer steps
     assert {rule.min_end_core for rule in RULES} == {0, 100, 150}
     assert not RULES[0].fill_holes and all(rule.fill_holes for rule in RULES[1:])  # every cleanup fills holes
+    assert RULES[0].min_extent == 0 and all(rule.min_extent in (2, 3) for rule in RULES[1:])  # and drops 1-slice blobs
 
 
 def test_score_is_the_mean_per_patient_dice_and_the_false_positive_slices_after_the_rule():
