@@ -56,3 +56,45 @@ def test_volume_batches_cover_the_volume_once_normalised_with_its_own_stats():
     given = np.tile(np.array([[0], [255], [100], [50]], np.float32), (1, 3))
     (_, x), *_ = volume_batches(images, context=0, batch_size=7, stats=given)
     assert torch.equal(x, normalize(context_stack(images, 0, 7, 0), torch.from_numpy(given)))
+
+
+def test_volume_midline_is_the_heads_centre_on_the_half_pixel_grid():
+    from lggseg.infer.preprocess import volume_midline
+
+    images = np.zeros((3, 16, 32, 3), np.uint8)
+    images[:, 4:12, 6:17, 1] = 200  # head over columns 6..16: centre 11
+    assert volume_midline(images) == 11.0
+    images[:, 4:12, 17, 1] = 200  # columns 6..17: centre 11.5, a half pixel
+    assert volume_midline(images) == 11.5
+    assert volume_midline(np.zeros((2, 16, 32, 3), np.uint8)) == 15.5  # no head: the image's centre
+
+
+def test_mirror_channels_show_each_pixel_its_contralateral_twin():
+    from lggseg.infer.preprocess import mirror_channels, volume_batches
+
+    x = torch.arange(6.0).reshape(1, 1, 1, 6).expand(2, 3, 1, 6)  # column index as the value
+    mirrored = mirror_channels(x, midline=2.0)  # column c shows column 4 - c
+    assert mirrored.shape == (2, 6, 1, 6)
+    assert torch.equal(mirrored[:, :3], x)
+    assert mirrored[0, 3, 0].tolist() == [4, 3, 2, 1, 0, 0]  # column 5 mirrors to -1: outside, background
+    assert mirror_channels(x, midline=2.5)[0, 5, 0].tolist() == [5, 4, 3, 2, 1, 0]
+    # a lesion on one side: the plain channels show it there, the mirrored ones on the other side
+    images = np.zeros((3, 8, 16, 3), np.uint8)
+    images[:, 1:7, 2:14] = 100  # head over columns 2..13: midline 7.5
+    images[:, 3:5, 3:5, :] = 250  # bright on the left
+    ((_, net_input),) = volume_batches(images, 1, 3, mirror=True)
+    assert net_input.shape == (3, 18, 8, 16)
+    flair, flair_mirrored = net_input[1, 4], net_input[1, 13]  # centre slice's FLAIR, plain and mirrored
+    assert float(flair[3, 3]) > float(flair[3, 12]) + 1  # the lesion at column 3 ...
+    assert float(flair_mirrored[3, 12]) == float(flair[3, 3])  # ... is shown at its twin, column 15 - 3
+
+
+def test_mirror_models_need_twice_the_channels():
+    import pytest
+
+    from lggseg.model.unet import UNetConfig
+
+    assert UNetConfig(in_channels=18, context_slices=1, mirror=True).lggseg_channels == 18
+    assert UNetConfig(in_channels=6, mirror=True).lggseg_channels == 6
+    with pytest.raises(ValueError, match="needs in_channels 18"):
+        UNetConfig(in_channels=9, context_slices=1, mirror=True)

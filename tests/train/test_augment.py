@@ -204,3 +204,42 @@ def test_augment_leaves_the_callers_tensors_unchanged():
     cfg = AugmentConfig(gamma_prob=1.0, bias_field_prob=1.0)
     augment(images, masks, _stats(8), cfg, torch.Generator().manual_seed(0), crop_size=32, bright_prob=1.0)
     assert torch.equal(images, before_images) and torch.equal(masks, before_masks)
+
+
+def test_mirrored_channels_match_inference_and_follow_the_transform():
+    from lggseg.infer.preprocess import mirror_channels, normalize
+
+    images = torch.rand(4, 3, 32, 32) * 255
+    masks = torch.zeros(4, 1, 32, 32)
+    stats = _stats(4)
+    midlines = torch.tensor([15.5, 14.0, 16.5, 15.0])
+    x, _ = augment(images, masks, stats, PLAIN, torch.Generator().manual_seed(0), midlines=midlines)
+    assert x.shape == (4, 6, 32, 32)
+    for i in range(4):  # untransformed: exactly the inference input
+        expected = normalize(mirror_channels(images[i : i + 1], float(midlines[i])), stats[i].repeat(1, 2))
+        assert torch.allclose(x[i : i + 1], expected, atol=1e-4)
+    # a flipped sample mirrors its mirrored channels too, so every pixel keeps its twin
+    flipped, _ = augment(
+        images,
+        masks,
+        stats,
+        AugmentConfig(flip_prob=1, affine_prob=0, intensity_prob=0, noise_std=0),
+        torch.Generator().manual_seed(0),
+        midlines=torch.full((4,), 15.5),
+    )
+    plain, _ = augment(images, masks, stats, PLAIN, torch.Generator().manual_seed(0), midlines=torch.full((4,), 15.5))
+    assert torch.allclose(flipped, plain.flip(-1), atol=1e-4)
+    # patches: the mirrored channels are the whole slice's mirror cut at the same place
+    crops, _ = augment(images, masks, stats, PLAIN, torch.Generator().manual_seed(5), crop_size=16, midlines=midlines)
+    assert crops.shape == (4, 6, 16, 16)
+    for i in range(4):
+        whole = normalize(mirror_channels(images[i : i + 1], float(midlines[i])), stats[i].repeat(1, 2))[0]
+        hits = [
+            (top, left)
+            for top in range(17)
+            for left in range(17)
+            if torch.allclose(whole[:3, top : top + 16, left : left + 16], crops[i, :3], atol=1e-4)
+        ]
+        assert len(hits) == 1
+        top, left = hits[0]
+        assert torch.allclose(whole[3:, top : top + 16, left : left + 16], crops[i, 3:], atol=1e-4)

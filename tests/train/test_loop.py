@@ -44,3 +44,32 @@ def test_compile_on_trains_through_the_compiled_step_and_saves_plain_weights(sam
     assert moved_compiled.abs().max() > 1e-3  # the compiled step trained the module the run saved
     # same draws, same steps: the compiled run moved the weights as the eager run did, up to rounding
     assert torch.nn.functional.cosine_similarity(moved_compiled, moved_eager, dim=0) > 0.99
+
+
+@pytest.mark.slow
+def test_a_mirror_model_trains_and_predicts_through_the_segmenter(sample_dir, tmp_path):
+    from lggseg.data.dataset import index_dataset, load_volume
+    from lggseg.infer.preprocess import mirror_channels, normalize, volume_midline, volume_stats
+    from lggseg.infer.segmenter import Segmenter
+
+    model = UNetConfig(in_channels=18, base_width=4, depth=2, context_slices=1, mirror=True)
+    cfg = TrainConfig(
+        data=str(sample_dir), out=str(tmp_path / "run"), fold=1, n_validation=1, epochs=1, samples_per_epoch=16,
+        batch_size=8, threads=1, calibrate=False, compile="off", crop_size=64, model=model,
+    )  # fmt: skip
+    run = RunFolder(train(cfg, log=lambda message: None))
+    bundle = load_weights(run.best)
+    assert bundle.config.mirror and bundle.config.in_channels == 18
+    volume = load_volume(index_dataset(sample_dir).patients[0])
+    prob = Segmenter.from_weights(run.best).probabilities(volume.images)
+    # the Segmenter's input is the 2.5D stack followed by its mirror about the head's midline
+    images = volume.images
+    near = torch.from_numpy(images[[0, 0, 1]]).permute(0, 3, 1, 2).flatten(0, 1)[None].float()  # slice 0's stack
+    raw = mirror_channels(near, volume_midline(images))
+    x = normalize(raw, torch.from_numpy(volume_stats(images)).repeat(1, 6))
+    unmirrored = normalize(torch.cat([near, near], 1), torch.from_numpy(volume_stats(images)).repeat(1, 6))
+    with torch.no_grad():
+        expected = torch.sigmoid(bundle.model.eval()(x))[0, 0].numpy()
+        other = torch.sigmoid(bundle.model(unmirrored))[0, 0].numpy()
+    error = abs(prob[0] - expected).max()  # the Segmenter may run in bf16
+    assert error < 2e-3 and abs(other - expected).max() > 10 * error

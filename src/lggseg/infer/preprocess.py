@@ -8,6 +8,11 @@ std``. A single slice given alone is normalised with its own stats.
 A 2.5D model (``context_slices`` = c > 0) sees each slice with its c neighbours on either side:
 :func:`context_stack` builds that input, and :func:`tile_stats` repeats the stats to match.
 
+A mirror model (``mirror``) also sees, after those channels, the same channels mirrored left-right
+about the head's midline (:func:`volume_midline`, one column per volume): every pixel is shown
+next to its contralateral twin, so a bright region that the other hemisphere repeats (both temporal
+poles, symmetric cortex) can be told from a one-sided lesion. :func:`mirror_channels` builds it.
+
 :func:`volume_batches` puts it together: a volume's normalised network input, one batch at a time,
 as both inference (:class:`lggseg.infer.segmenter.Segmenter`) and validation during training see it.
 """
@@ -82,22 +87,63 @@ def context_stack(images: np.ndarray, start: int, stop: int, context: int) -> to
     return stack_neighbourhood(torch.from_numpy(images[near]))
 
 
+HEAD_FRACTION = 0.1
+"""FLAIR above this share of the volume's 99.5th percentile counts as head for :func:`volume_midline`."""
+
+
+def volume_midline(images: np.ndarray) -> float:
+    """The head's left-right centre in a volume: the mean column of its head pixels, on the half-pixel grid.
+
+    images: ``(Z, H, W, 3)`` or ``(H, W, 3)`` uint8 (FLAIR is channel 1). Returns a column ``c`` with
+    ``2c`` an integer, so that mirroring about it maps pixel centres onto pixel centres; the image's
+    centre ``(W - 1) / 2`` when nothing is bright enough to be head.
+    """
+    flair = images[..., 1].reshape(-1, images.shape[-3], images.shape[-2])  # (Z, H, W)
+    width = flair.shape[-1]
+    positive = flair[flair > 0]
+    if positive.size < 64:
+        return (width - 1) / 2
+    head = flair > HEAD_FRACTION * float(np.percentile(positive, PERCENTILES[1]))
+    columns = head.sum(axis=(0, 1)).astype(np.float64)  # (W,)
+    if columns.sum() == 0:
+        return (width - 1) / 2
+    centre = float((columns * np.arange(width)).sum() / columns.sum())
+    return round(2 * centre) / 2
+
+
+def mirror_channels(x: torch.Tensor, midline: float) -> torch.Tensor:
+    """``(n, C, H, W)`` -> ``(n, 2C, H, W)``: the input, then the input mirrored left-right about
+    column ``midline`` (``2 * midline`` an integer); where the mirror falls outside the image, 0
+    (background, as the raw intensities have it)."""
+    width = x.shape[-1]
+    source = int(round(2 * midline)) - torch.arange(width)
+    inside = (source >= 0) & (source < width)
+    mirrored = x[..., source.clamp(0, width - 1)] * inside.to(x.dtype)
+    return torch.cat([x, mirrored], 1)
+
+
 def tile_stats(stats: torch.Tensor, context: int) -> torch.Tensor:
     """``(..., 4, 3)`` stats -> ``(..., 4, 3 (2c + 1))``, one copy per slice of the neighbourhood."""
     return stats.repeat(*([1] * (stats.dim() - 1)), 2 * context + 1) if context else stats
 
 
 def volume_batches(
-    images: np.ndarray, context: int, batch_size: int, stats: np.ndarray | None = None
+    images: np.ndarray, context: int, batch_size: int, stats: np.ndarray | None = None, mirror: bool = False
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """A volume's normalised network input, ``batch_size`` slices at a time.
 
     images: ``(Z, H, W, 3)`` uint8; context: the model's ``context_slices``; stats: ``(4, 3)``
-    (default: the volume's own, :func:`volume_stats`). Yields ``(start, x)`` with ``x`` the input of
-    slices ``start:start + n``, ``(n, 3 (2c + 1), H, W)`` float32 (n = ``batch_size``, fewer at the end).
+    (default: the volume's own, :func:`volume_stats`); mirror: the model's ``mirror``. Yields
+    ``(start, x)`` with ``x`` the input of slices ``start:start + n``, ``(n, 3 (2c + 1), H, W)``
+    float32, or ``(n, 6 (2c + 1), H, W)`` with the mirrored channels (n = ``batch_size``, fewer at
+    the end).
     """
     if stats is None:
         stats = volume_stats(images)
     stats_t = tile_stats(torch.from_numpy(np.asarray(stats, np.float32)), context)
+    midline = volume_midline(images) if mirror else 0.0
+    if mirror:
+        stats_t = stats_t.repeat(1, 2)
     for start in range(0, images.shape[0], batch_size):
-        yield start, normalize(context_stack(images, start, start + batch_size, context), stats_t)
+        raw = context_stack(images, start, start + batch_size, context)
+        yield start, normalize(mirror_channels(raw, midline) if mirror else raw, stats_t)

@@ -171,7 +171,7 @@ class Segmenter:
         out = np.empty(images.shape[:3], np.float32)
         batch = self.config.batch_size
         step = max(1, batch // 2 if flip else batch)  # slices per call: with their flips, ``batch`` images
-        for start, x in volume_batches(images, bundle.config.context_slices, step):
+        for start, x in volume_batches(images, bundle.config.context_slices, step, mirror=bundle.config.mirror):
             if flip:
                 x = torch.cat([x, x.flip(-1)])
             prob = backend(np.ascontiguousarray(x.numpy()))[:, 0]

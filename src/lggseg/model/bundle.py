@@ -51,6 +51,8 @@ MAX_WEIGHTS_BYTES = 1 << 30
 MAX_HEADER_BYTES = 100 << 20
 """Largest safetensors JSON header (the limit of the safetensors library itself)."""
 MAX_BASE_WIDTH = 256
+MAX_CHANNELS = 32
+"""Most input or output channels (lggseg's widest input: 2.5D with 2 slices each side, mirrored, is 30)."""
 MAX_PARAMETERS = 100_000_000
 """Largest model accepted (400 MB of float32), counted before anything is allocated."""
 TTA_MODES = ("none", "flip")
@@ -280,11 +282,15 @@ def unet_config_from(text: str) -> UNetConfig:
     for name in ("in_channels", "out_channels", "base_width", "depth", "context_slices"):
         if name in raw and not _is_int(raw[name]):
             raise ValueError(f"{name} must be an integer, got {raw[name]!r}")
+    if "mirror" in raw and not isinstance(raw["mirror"], bool):
+        raise ValueError(f"mirror must be true or false, got {raw['mirror']!r}")
     if "dropout" in raw and not _is_real(raw["dropout"]):
         raise ValueError(f"dropout must be a finite number, got {raw['dropout']!r}")
     config = UNetConfig(**raw)  # its own checks: depth 1..6, dropout in [0, 1), widths >= 1
-    if not 1 <= config.in_channels <= 16 or not 1 <= config.out_channels <= 16:
-        raise ValueError(f"channels must be between 1 and 16, got {config.in_channels} in, {config.out_channels} out")
+    if not 1 <= config.in_channels <= MAX_CHANNELS or not 1 <= config.out_channels <= MAX_CHANNELS:
+        raise ValueError(
+            f"channels must be between 1 and {MAX_CHANNELS}, got {config.in_channels} in, {config.out_channels} out"
+        )
     if config.base_width > MAX_BASE_WIDTH:
         raise ValueError(f"base_width must be at most {MAX_BASE_WIDTH}, got {config.base_width}")
     return config

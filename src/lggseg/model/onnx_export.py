@@ -63,7 +63,11 @@ PREPROCESSING = (
     "uses its own statistics. H and W must be multiples of the stride; pad (reflect) and crop back otherwise. "
     "A 2.5D model (context_slices c > 0 in the model metadata) takes 3 (2c + 1) channels: the three channels "
     "of slices z - c ... z + c in that order, each normalised with the volume's statistics; at either end of "
-    "the volume the end slice stands in for the missing neighbours."
+    "the volume the end slice stands in for the missing neighbours. A mirror model (mirror true in the model "
+    "metadata) takes twice those channels: after them, the same channels mirrored left-right about the head's "
+    "midline column m (column x shows column 2m - x, 0 before normalising where that is outside the image); m is "
+    "the mean column of the volume's pixels whose FLAIR exceeds 0.1 x the 99.5th percentile of its FLAIR > 0, "
+    "rounded to the nearest half pixel."
 )
 
 
@@ -107,6 +111,8 @@ class EnsembleProbabilityNet(nn.Module):
 def member_channels(members: Sequence[ModelBundle]) -> list[tuple[int, int]]:
     """Per member, the ``[start, stop)`` input channels it reads from an input of the widest context."""
     widest = max(member.config.context_slices for member in members)
+    if any(member.config.mirror for member in members):  # _check_members: then all take the same input
+        return [(0, member.config.in_channels) for member in members]
     return [(3 * (widest - m.config.context_slices), 3 * (widest + m.config.context_slices + 1)) for m in members]
 
 
@@ -130,8 +136,14 @@ def _check_members(bundle: ModelBundle, members: Sequence[ModelBundle]) -> None:
                 f"{bundle.path}: member {member.path} was trained on FLAIR alone, which takes another input; "
                 "an ensemble exports as one graph only when its members share their input"
             )
-        if member.config.out_channels != 1 or member.config.in_channels != 3 * (2 * member.config.context_slices + 1):
+        if member.config.out_channels != 1 or member.config.in_channels != member.config.lggseg_channels:
             raise LggsegError(f"{bundle.path}: member {member.path} is not a one-output lggseg U-Net")
+    inputs = {(member.config.context_slices, member.config.mirror) for member in members}
+    if len(inputs) > 1 and any(mirror for _, mirror in inputs):
+        raise LggsegError(
+            f"{bundle.path}: a mirror model's input interleaves no other member's; "
+            "an ensemble with mirror members exports as one graph only when all members take the same input"
+        )
 
 
 def onnx_metadata(bundle: ModelBundle, members: Sequence[ModelBundle] = ()) -> dict[str, str]:

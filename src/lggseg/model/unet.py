@@ -24,6 +24,10 @@ class UNetConfig:
     context_slices: neighbouring slices on each side given as extra channels (2.5D input). With
     ``c`` of them the input holds ``2c + 1`` slices of 3 channels each, ordered from inferior to
     superior, so ``in_channels`` must be ``3 * (2c + 1)``; 0 is the plain 2D input.
+
+    mirror: the input also holds those channels mirrored left-right about the head's midline
+    (:func:`lggseg.infer.preprocess.mirror_channels`), after them: ``in_channels`` doubles to
+    ``6 * (2c + 1)``. The mirroring is preprocessing, outside the network.
     """
 
     in_channels: int = 3
@@ -32,16 +36,25 @@ class UNetConfig:
     depth: int = 4
     dropout: float = 0.0
     context_slices: int = 0
+    mirror: bool = False
+
+    @property
+    def lggseg_channels(self) -> int:
+        """The channel count of lggseg's own input for this context and mirror setting."""
+        return 3 * (2 * self.context_slices + 1) * (2 if self.mirror else 1)
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.out_channels < 1:
             raise ValueError("in_channels and out_channels must be >= 1")
         if not 0 <= self.context_slices <= 2:
             raise ValueError(f"context_slices must be 0, 1 or 2, got {self.context_slices}")
-        if self.context_slices and self.in_channels != 3 * (2 * self.context_slices + 1):
+        if not isinstance(self.mirror, bool):
+            raise ValueError(f"mirror must be true or false, got {self.mirror!r}")
+        if (self.context_slices or self.mirror) and self.in_channels != self.lggseg_channels:
+            slices = f"3 channels x {2 * self.context_slices + 1} slices" + (" x 2 (mirrored)" if self.mirror else "")
             raise ValueError(
-                f"context_slices {self.context_slices} needs in_channels {3 * (2 * self.context_slices + 1)} "
-                f"(3 channels x {2 * self.context_slices + 1} slices), got {self.in_channels}"
+                f"context_slices {self.context_slices}{' with mirror' if self.mirror else ''} needs in_channels "
+                f"{self.lggseg_channels} ({slices}), got {self.in_channels}"
             )
         if self.base_width < 1:
             raise ValueError(f"base_width must be >= 1, got {self.base_width}")

@@ -47,6 +47,7 @@ def augment(
     generator: torch.Generator,
     crop_size: int = 0,
     bright_prob: float = 0.0,
+    midlines: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment and normalise a batch, optionally as tumor-biased patches.
 
@@ -58,6 +59,11 @@ def augment(
     transformed slice (``bright_prob``: its hard-negative share). Only the patch's pixels are
     resampled and processed, which gives the patch of the whole transformed slice at a fraction of
     the cost (the mask is warped whole, to place the patch).
+
+    midlines: ``(B,)`` each slice's head midline column (:func:`lggseg.infer.preprocess.volume_midline`),
+    for a mirror model: the output then has ``2C`` channels, the C channels and the same C sampled
+    at the mirror image of every sampling point about the midline (the contralateral pixel of the
+    untransformed slice), as :func:`lggseg.infer.preprocess.mirror_channels` gives at inference.
     """
     b = images.shape[0]
 
@@ -111,7 +117,11 @@ def augment(
         windows = choose_windows(masks[:, 0], flair, crop_size, generator, bright_prob)
         grid = _crop(grid.permute(0, 3, 1, 2), windows, crop_size).permute(0, 2, 3, 1)
         masks = _crop(masks, windows, crop_size)
-    images = _warp(images, grid)
+    if midlines is not None:
+        images, stats = mirrored_warp(images, grid, midlines), stats.repeat(1, 1, 2)
+        gain, bias = gain.repeat(1, 2), bias.repeat(1, 2)  # one scan: the mirrored copy shares its contrast
+    else:
+        images = _warp(images, grid)
 
     out = normalize(images, stats)
     gain = torch.where(use_intensity[:, None], gain, torch.ones_like(gain))
@@ -121,10 +131,20 @@ def augment(
         noise_gen = torch.Generator().manual_seed(noise_seed)
         out = out + cfg.noise_std * torch.randn(out.shape, generator=noise_gen)
     if flair_only is not None and m == 3:  # modality dropout: the FLAIR-only input of predict, slice by slice
-        by_slice = out.unflatten(1, (tile, 3))  # (B, slices, 3, H, W)
+        by_slice = out.unflatten(1, (-1, 3))  # (B, slices (x 2 mirrored), 3, H, W)
         flair_all = by_slice[:, :, 1:2].expand_as(by_slice)
         out = torch.where(flair_only[:, None, None, None, None], flair_all, by_slice).flatten(1, 2)
     return out, masks
+
+
+def mirrored_warp(images: torch.Tensor, grid: torch.Tensor, midlines: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` sampled at ``grid`` ``(B, h, w, 2)`` and at its mirror about each slice's
+    midline column (``midlines`` ``(B,)``) -> ``(B, 2C, h, w)``."""
+    width = images.shape[-1]
+    centre = (2 * midlines.to(grid.dtype) + 1) / width - 1  # the midline in grid_sample's x (align_corners=False)
+    mirror = grid.clone()
+    mirror[..., 0] = 2 * centre[:, None, None] - grid[..., 0]
+    return torch.cat([_warp(images, grid), _warp(images, mirror)], 1)
 
 
 def _warp(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:

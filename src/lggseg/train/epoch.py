@@ -107,8 +107,16 @@ def train_one_epoch(ctx: EpochContext, epoch: int) -> dict[str, float]:
                 group["lr"] = lr
             idx = mine[step * ctx.local_batch : (step + 1) * ctx.local_batch]
             raw, stats = ctx.bank.inputs(idx, cfg.model.context_slices)
+            midlines = ctx.bank.midlines[idx] if cfg.model.mirror else None
             x, targets = augment(
-                raw, ctx.bank.targets(idx), stats, cfg.augment, augment_generator, cfg.crop_size, cfg.hard_negative_prob
+                raw,
+                ctx.bank.targets(idx),
+                stats,
+                cfg.augment,
+                augment_generator,
+                cfg.crop_size,
+                cfg.hard_negative_prob,
+                midlines,
             )
             x = x.to(ctx.device).contiguous(memory_format=torch.channels_last)
             y = targets[:, :1].to(ctx.device)  # the annotation, for the running Dice
@@ -161,7 +169,8 @@ def validate(
     for volume in volumes:
         truth = volume.require_masks()
         pred = np.empty(truth.shape, bool)
-        for start, x in volume_batches(volume.images, model.config.context_slices, batch_size):
+        batches = volume_batches(volume.images, model.config.context_slices, batch_size, mirror=model.config.mirror)
+        for start, x in batches:
             target = torch.from_numpy(truth[start : start + batch_size])[:, None].float()
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             with runtime.autocast(device, bf16):

@@ -11,7 +11,7 @@ import torch
 from lggseg.data.dataset import Volume, index_dataset, load_volume
 from lggseg.data.splits import FoldSplit, split_for_fold
 from lggseg.errors import LggsegError
-from lggseg.infer.preprocess import context_indices, stack_neighbourhood, tile_stats, volume_stats
+from lggseg.infer.preprocess import context_indices, stack_neighbourhood, tile_stats, volume_midline, volume_stats
 from lggseg.io.progress import track
 from lggseg.train.config import TrainConfig
 
@@ -32,7 +32,9 @@ class SliceBank:
     :data:`VERTEX_SHARE` of their volume (slices run inferior to superior), where bright cortex
     and skull rim are most often taken for tumor; first, last: ``(N,)`` bank indices of the first
     and last slice of each slice's volume (the bounds of a 2.5D neighbourhood); volume_tumor_slices:
-    ``(N,)`` how many tumor slices each slice's volume has (for patient-balanced tumor draws); soft:
+    ``(N,)`` how many tumor slices each slice's volume has (for patient-balanced tumor draws);
+    midlines: ``(N,)`` float32, the head's midline column of each slice's volume (for mirror
+    models, :func:`lggseg.infer.preprocess.volume_midline`); soft:
     ``(N, 256, 256)`` uint8 teacher probabilities x :data:`SOFT_SCALE`
     (distillation), or None.
     """
@@ -45,6 +47,7 @@ class SliceBank:
     first: torch.Tensor
     last: torch.Tensor
     volume_tumor_slices: torch.Tensor
+    midlines: torch.Tensor
     soft: torch.Tensor | None = None
 
     @classmethod
@@ -66,6 +69,7 @@ class SliceBank:
             torch.from_numpy(np.repeat(ends - sizes, sizes)),
             torch.from_numpy(np.repeat(ends - 1, sizes)),
             torch.from_numpy(np.repeat(tumor_counts, sizes)),
+            torch.from_numpy(np.repeat(np.array([volume_midline(v.images) for v in volumes], np.float32), sizes)),
         )
 
     def __len__(self) -> int:
