@@ -13,6 +13,7 @@ from lggseg.commands.cli import main
 from lggseg.data.dataset import index_dataset, load_volume
 from lggseg.infer.preprocess import volume_batches
 from lggseg.model.bundle import load_weights, save_weights, shipped_sha256
+from lggseg.model.onnx_export import export_onnx
 from lggseg.model.unet import UNet, UNetConfig
 
 ort = pytest.importorskip("onnxruntime")
@@ -172,10 +173,13 @@ def test_an_ensemble_bundle_without_its_members_is_refused(tmp_path: Path) -> No
         build_onnx(ensemble)  # its model is only its first member: never exported as the ensemble
 
 
-def tiny_member(path: Path, context: int, seed: int, tta: str = "none", info: dict | None = None) -> Path:
-    """A random 2-level U-Net of width 4 with ``context`` slices of context, saved to ``path``."""
+def tiny_member(
+    path: Path, context: int, seed: int, tta: str = "none", info: dict | None = None, mirror: bool = False
+) -> Path:
+    """A random 2-level U-Net of width 4, ``context`` slices of context (and the mirror input), saved to ``path``."""
     torch.manual_seed(seed)
-    config = UNetConfig(in_channels=3 * (2 * context + 1), base_width=4, depth=2, context_slices=context)
+    channels = 3 * (2 * context + 1) * (2 if mirror else 1)
+    config = UNetConfig(in_channels=channels, base_width=4, depth=2, context_slices=context, mirror=mirror)
     save_weights(path, UNet(config), tta=tta, info=info)
     return path
 
@@ -236,3 +240,30 @@ def test_a_25d_model_runs_the_same_under_onnx_runtime(tmp_path: Path, sample_dir
     onnx_prob = Segmenter.from_weights(weights, InferenceConfig(runtime="onnx")).probabilities(volume.images[:5])
     assert np.abs(torch_prob - onnx_prob).max() < 1e-4
     assert load_weights(weights).config.context_slices == 1
+
+
+def test_a_mirror_model_runs_the_same_under_onnx_runtime(tmp_path: Path, sample_dir: Path) -> None:
+    """An 18-channel mirror model: the ONNX graph takes the mirrored input the Segmenter builds."""
+    from lggseg.infer.segmenter import InferenceConfig, Segmenter
+
+    weights = tiny_member(tmp_path / "mirror.safetensors", 1, 0, mirror=True)
+    images = load_volume(index_dataset(sample_dir).patients[0]).images[:5]
+    torch_prob = Segmenter.from_weights(weights, InferenceConfig(bf16="off")).probabilities(images)
+    onnx_prob = Segmenter.from_weights(weights, InferenceConfig(runtime="onnx")).probabilities(images)
+    assert np.abs(torch_prob - onnx_prob).max() < 1e-4
+    out = tmp_path / "mirror.onnx"
+    export_onnx(load_weights(weights), out)
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta["model"])["mirror"] is True and "mirrored left-right" in meta["preprocessing"]
+
+
+def test_an_ensemble_mixing_mirror_and_plain_inputs_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "ens"
+    folder.mkdir()
+    tiny_member(folder / "a.safetensors", 1, 1)
+    tiny_member(folder / "b.safetensors", 1, 2, mirror=True)
+    out = tmp_path / "ens.onnx"
+    status, _, err = run_cli(["export", "--weights", str(folder), "--out", str(out)], capsys)
+    assert status == 2 and "mirror model" in err and not out.exists()
