@@ -88,12 +88,13 @@ class ReferenceBackend:
             return torch.sigmoid(self.net(torch.from_numpy(batch))).numpy()
 
 
-def network_input(images: np.ndarray, context: int) -> np.ndarray:
-    """A volume's normalised network input as the Segmenter builds it: ``(Z, H, W, 3)`` uint8 ->
-    ``(Z, 3 (2c + 1), H, W)`` float32 (a 2.5D model sees each slice with its ``context`` neighbours)."""
+def network_input(images: np.ndarray, config: Any) -> np.ndarray:
+    """A volume's normalised network input as the Segmenter builds it for a model of ``config``
+    (its ``UNetConfig``): ``(Z, H, W, 3)`` uint8 -> ``(Z, 3 (2c + 1), H, W)`` float32 (a 2.5D model
+    sees each slice with its c context neighbours), twice the channels for a mirror model."""
     from lggseg.infer.preprocess import volume_batches
 
-    ((_, x),) = volume_batches(images, context, len(images))
+    ((_, x),) = volume_batches(images, config.context_slices, len(images), mirror=config.mirror)
     return np.ascontiguousarray(x.numpy())
 
 
@@ -189,7 +190,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
             "growth_mb": peak_rss_mb() - ready,
         }
     # each network's own input (an ensemble's members may take different ones); batch 1 runs them all
-    inputs = [(network_input(images, bundle.config.context_slices), net) for bundle, net in segmenter.members]
+    inputs = [(network_input(images, bundle.config), net) for bundle, net in segmenter.members]
     result: dict[str, Any] = {
         "name": spec["name"],
         "build_seconds": build_seconds,
@@ -280,7 +281,7 @@ def quantize_int8(spec: dict[str, Any]) -> dict[str, Any]:
     slices = []
     for folder in spec["calibration"]:
         images = load_volume(index_dataset(folder).patients[0], with_masks=False).images
-        x = network_input(images, bundle.config.context_slices)
+        x = network_input(images, bundle.config)
         picks = np.linspace(0, len(x) - 1, spec["slices_per_patient"]).round().astype(int)  # spread along z
         slices.append(x[picks])
     calib = np.ascontiguousarray(np.concatenate(slices))
