@@ -64,3 +64,13 @@ def test_bank_inputs_take_neighbours_from_the_slice_own_volume_only():
     assert torch.equal(raw[2, :3], raw[2, 3:6]) and torch.equal(raw[2, 6:], bank.images[1].permute(2, 0, 1).float())
     plain, plain_stats = bank.inputs(torch.tensor([2, 3]), context=0)
     assert torch.equal(plain, raw[:2, 3:6]) and torch.equal(plain_stats, stats[:2, :, :3])
+
+
+def test_each_slice_carries_its_own_volumes_midline():
+    a, b = volume("a", 3, range(1, 2)), volume("b", 4, range(0, 1))
+    a.images[:] = 0
+    a.images[:, :, 2:9] = 200  # a's head over columns 2..8: midline 5
+    b.images[:] = 0
+    b.images[:, :, 6:16] = 200  # b's over columns 6..15: midline 10.5
+    bank = SliceBank.from_volumes([a, b])
+    assert bank.midlines.tolist() == [5.0] * 3 + [10.5] * 4
