@@ -98,3 +98,21 @@ def test_mirror_models_need_twice_the_channels():
     assert UNetConfig(in_channels=6, mirror=True).lggseg_channels == 6
     with pytest.raises(ValueError, match="needs in_channels 18"):
         UNetConfig(in_channels=9, context_slices=1, mirror=True)
+
+
+def test_volume_batches_with_mirror_equal_normalising_the_raw_mirrored_stack_bit_for_bit():
+    from lggseg.infer.preprocess import context_stack, mirror_channels, volume_batches, volume_midline, volume_stats
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (7, 12, 20, 3), dtype=np.uint8)
+    images[..., :6, :] = 0  # head off-centre: mirrored columns fall outside the image
+    midline = volume_midline(images)
+    assert midline == 12.5  # head over columns 6..19: columns 0..5 mirror to 25..20, outside the image
+    stats = torch.from_numpy(volume_stats(images)).repeat(1, 3 * 2)  # (4, 18)
+    expected = normalize(mirror_channels(context_stack(images, 0, 7, 1), midline), stats)
+    got = torch.cat([x for _, x in volume_batches(images, context=1, batch_size=3, mirror=True)])
+    assert got.shape == (7, 18, 12, 20)
+    assert torch.equal(got, expected)
+    assert float(expected[0, 9, 0, 0]) == float(
+        normalize(torch.zeros(1, 1, 1, 1), stats[:, :1])[0, 0, 0, 0]
+    )  # outside: raw 0

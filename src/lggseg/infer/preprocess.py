@@ -15,6 +15,8 @@ poles, symmetric cortex) can be told from a one-sided lesion. :func:`mirror_chan
 
 :func:`volume_batches` puts it together: a volume's normalised network input, one batch at a time,
 as both inference (:class:`lggseg.infer.segmenter.Segmenter`) and validation during training see it.
+Since the raw intensities are uint8, it normalises by lookup in a 256-entry table per channel
+(:func:`intensity_table`), each slice once, with the same result as :func:`normalize`.
 """
 
 from __future__ import annotations
@@ -122,9 +124,36 @@ def mirror_channels(x: torch.Tensor, midline: float) -> torch.Tensor:
     return torch.cat([x, mirrored], 1)
 
 
+def mirrored_images(images: np.ndarray, midline: float) -> np.ndarray:
+    """``(..., H, W, C)`` uint8 -> the same shape, mirrored left-right about column ``midline``
+    (``2 * midline`` an integer), 0 where the mirror falls outside the image: the raw intensities of
+    :func:`mirror_channels`' second half, in the images' own layout."""
+    width = images.shape[-2]
+    twice = int(round(2 * midline))
+    first, last = max(0, twice - (width - 1)), min(width - 1, twice)  # the columns whose twin is inside
+    out = np.zeros_like(images)
+    if first <= last:
+        out[..., first : last + 1, :] = images[..., twice - last : twice - first + 1, :][..., ::-1, :]
+    return out
+
+
 def tile_stats(stats: torch.Tensor, context: int) -> torch.Tensor:
     """``(..., 4, 3)`` stats -> ``(..., 4, 3 (2c + 1))``, one copy per slice of the neighbourhood."""
     return stats.repeat(*([1] * (stats.dim() - 1)), 2 * context + 1) if context else stats
+
+
+def intensity_table(stats: np.ndarray) -> np.ndarray:
+    """``(4, C)`` stats -> ``(C, 256)`` float32: entry ``[c, v]`` is what :func:`normalize` makes of
+    raw value ``v`` in channel ``c``, by the same float32 operations, so that a uint8 volume is
+    normalised by lookup, bit for bit as :func:`normalize` would."""
+    values = torch.arange(256, dtype=torch.float32).expand(1, stats.shape[1], 1, 256)
+    return normalize(values, torch.from_numpy(np.asarray(stats, np.float32)))[0, :, 0].numpy()
+
+
+def normalized_slices(images: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``(m, H, W, C)`` uint8 -> ``(m, C, H, W)`` float32, each channel looked up in its row of
+    ``table`` ``(C, 256)`` (:func:`intensity_table`)."""
+    return np.stack([np.take(table[c], images[..., c]) for c in range(images.shape[-1])], 1)
 
 
 def volume_batches(
@@ -136,14 +165,21 @@ def volume_batches(
     (default: the volume's own, :func:`volume_stats`); mirror: the model's ``mirror``. Yields
     ``(start, x)`` with ``x`` the input of slices ``start:start + n``, ``(n, 3 (2c + 1), H, W)``
     float32, or ``(n, 6 (2c + 1), H, W)`` with the mirrored channels (n = ``batch_size``, fewer at
-    the end).
+    the end). Equal, bit for bit, to :func:`normalize` of :func:`context_stack` (then of
+    :func:`mirror_channels`), but each slice is normalised once, by table lookup, rather than once
+    per neighbourhood it belongs to, and mirrored as uint8.
     """
     if stats is None:
         stats = volume_stats(images)
-    stats_t = tile_stats(torch.from_numpy(np.asarray(stats, np.float32)), context)
+    table = intensity_table(stats)  # (3, 256)
     midline = volume_midline(images) if mirror else 0.0
-    if mirror:
-        stats_t = stats_t.repeat(1, 2)
-    for start in range(0, images.shape[0], batch_size):
-        raw = context_stack(images, start, start + batch_size, context)
-        yield start, normalize(mirror_channels(raw, midline) if mirror else raw, stats_t)
+    depth = images.shape[0]
+    for start in range(0, depth, batch_size):
+        stop = min(start + batch_size, depth)
+        first, last = max(start - context, 0), min(stop + context, depth)
+        near = context_indices(np.arange(start, stop), depth, context) - first  # (n, 2c + 1) into the block
+        raw = images[first:last]  # (m, H, W, 3): the batch and its neighbours
+        halves = [raw, mirrored_images(raw, midline)] if mirror else [raw]
+        parts = [np.take(normalized_slices(half, table), near, axis=0) for half in halves]  # (n, 2c + 1, 3, H, W)
+        x = parts[0] if len(parts) == 1 else np.concatenate(parts, 1)
+        yield start, torch.from_numpy(x.reshape(stop - start, -1, *images.shape[1:3]))
