@@ -32,6 +32,10 @@ from tests.serve.conftest import (  # noqa: E402
 )
 
 FAST = {"header_timeout": 1.0, "keep_alive_timeout": 0.5, "body_idle_timeout": 1.0, "body_timeout": 3.0}
+# Stalled uploads that must stay stalled (holding their upload place) while the test opens 125
+# connections and segments a slice: a 1 s idle deadline would drop the first before the last is
+# admitted on a slow 2-core machine.
+PATIENT_BODY = {**FAST, "body_idle_timeout": 10.0, "body_timeout": 20.0}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +44,11 @@ def slice_bytes(sample_patient: Path) -> bytes:
 
 
 @pytest.fixture()
-def server(shipped_segmenter: Any, tmp_path: Path) -> Iterator[tuple[Any, tuple[str, int]]]:
-    limits = ServerLimits(temp_dir=str(tmp_path), workers=1, queue=1, **FAST)  # type: ignore[arg-type]
+def server(
+    request: pytest.FixtureRequest, shipped_segmenter: Any, tmp_path: Path
+) -> Iterator[tuple[Any, tuple[str, int]]]:
+    timeouts = getattr(request, "param", FAST)  # FAST, or the timeouts a test passes (indirect parametrize)
+    limits = ServerLimits(temp_dir=str(tmp_path), workers=1, queue=1, **timeouts)  # type: ignore[arg-type]
     app = create_app(limits=limits, segmenter=shipped_segmenter)
     with running_server(app, limits) as address:
         yield app, address
@@ -75,6 +82,7 @@ def stalled_upload(address: tuple[str, int], sent: int = 12) -> socket.socket:
     return sock
 
 
+@pytest.mark.parametrize("server", [PATIENT_BODY], indirect=True)
 def test_idle_half_sent_and_stalled_connections_never_deny_health_or_segmentation(
     server: tuple[Any, tuple[str, int]], slice_bytes: bytes
 ) -> None:
@@ -99,7 +107,7 @@ def test_idle_half_sent_and_stalled_connections_never_deny_health_or_segmentatio
         for sock in idle + half:  # each closed by the request-head deadline
             assert closed_by_server(sock, within=FAST["header_timeout"] + 2)
         for sock in stalled:  # each answered 408 by the body deadline, then closed
-            status, headers, body = read_response(sock, FAST["body_idle_timeout"] + 3)
+            status, headers, body = read_response(sock, PATIENT_BODY["body_idle_timeout"] + 3)
             assert status == 408 and "stalled" in json.loads(body)["detail"]
             assert headers.get("connection") == "close" and closed_by_server(sock, within=2)
     finally:
