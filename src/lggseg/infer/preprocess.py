@@ -117,23 +117,22 @@ def mirror_channels(x: torch.Tensor, midline: float) -> torch.Tensor:
     """``(n, C, H, W)`` -> ``(n, 2C, H, W)``: the input, then the input mirrored left-right about
     column ``midline`` (``2 * midline`` an integer); where the mirror falls outside the image, 0
     (background, as the raw intensities have it)."""
-    width = x.shape[-1]
-    source = int(round(2 * midline)) - torch.arange(width)
-    inside = (source >= 0) & (source < width)
-    mirrored = x[..., source.clamp(0, width - 1)] * inside.to(x.dtype)
-    return torch.cat([x, mirrored], 1)
+    return torch.cat([x, torch.from_numpy(mirrored_columns(x.numpy(), midline, axis=-1))], 1)
 
 
-def mirrored_images(images: np.ndarray, midline: float) -> np.ndarray:
-    """``(..., H, W, C)`` uint8 -> the same shape, mirrored left-right about column ``midline``
-    (``2 * midline`` an integer), 0 where the mirror falls outside the image: the raw intensities of
-    :func:`mirror_channels`' second half, in the images' own layout."""
-    width = images.shape[-2]
+def mirrored_columns(values: np.ndarray, midline: float, axis: int) -> np.ndarray:
+    """``values`` mirrored left-right about column ``midline`` (``2 * midline`` an integer) of its
+    column axis ``axis``, 0 where the mirror falls outside: column ``x`` shows column
+    ``2 * midline - x``. The one definition of the mirror, for tensors laid out ``(n, C, H, W)``
+    (``axis=-1``, :func:`mirror_channels`) and uint8 images ``(..., H, W, C)`` (``axis=-2``,
+    :func:`volume_batches`)."""
     twice = int(round(2 * midline))
+    source, out = np.moveaxis(values, axis, -1), np.zeros_like(values)
+    target = np.moveaxis(out, axis, -1)  # a view: writing it fills ``out``
+    width = source.shape[-1]
     first, last = max(0, twice - (width - 1)), min(width - 1, twice)  # the columns whose twin is inside
-    out = np.zeros_like(images)
     if first <= last:
-        out[..., first : last + 1, :] = images[..., twice - last : twice - first + 1, :][..., ::-1, :]
+        target[..., first : last + 1] = source[..., twice - last : twice - first + 1][..., ::-1]
     return out
 
 
@@ -179,7 +178,7 @@ def volume_batches(
         first, last = max(start - context, 0), min(stop + context, depth)
         near = context_indices(np.arange(start, stop), depth, context) - first  # (n, 2c + 1) into the block
         raw = images[first:last]  # (m, H, W, 3): the batch and its neighbours
-        halves = [raw, mirrored_images(raw, midline)] if mirror else [raw]
+        halves = [raw, mirrored_columns(raw, midline, axis=-2)] if mirror else [raw]
         parts = [np.take(normalized_slices(half, table), near, axis=0) for half in halves]  # (n, 2c + 1, 3, H, W)
         x = parts[0] if len(parts) == 1 else np.concatenate(parts, 1)
         yield start, torch.from_numpy(x.reshape(stop - start, -1, *images.shape[1:3]))
