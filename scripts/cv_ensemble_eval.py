@@ -22,6 +22,9 @@ distillation teacher shows its student (``docs/cv_v6/README.md``). Those numbers
 never an estimate of accuracy. ``--folds`` limits the run to some folds. ``--against CV`` pairs the
 ensemble with a further CV folder's published test Dice (``CV/fold_K/test/per_patient.csv``) without
 making it a member: a width-8 pair against the shipped width-12 network, for instance.
+``--marginal CV`` (one of the ``--cv`` folders) also scores the mean of the other members, with its
+own rule chosen on validation, and pairs the full mean against it: what that member adds
+(``docs/cv_v7/README.md``). The members' probabilities are computed once for both means.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from lggseg.model.bundle import load_weights
 from lggseg.train.calibrate import RULES, score, select_rule
 
 ROLES = ("validation", "test")
+WITHOUT = "ensemble_without_marginal"
+"""The way name of the mean without the ``--marginal`` member."""
 
 
 def read_split(folder: Path, fold: str) -> dict[str, Any]:
@@ -76,9 +81,15 @@ def score_way(
 
 
 def fold_results(
-    named: dict[str, PatientFiles], folders: list[Path], fold: str, threads: int, scored: str = "test"
+    named: dict[str, PatientFiles],
+    folders: list[Path],
+    fold: str,
+    threads: int,
+    scored: str = "test",
+    marginal: Path | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Per way (each folder's name, then ``ensemble``): chosen rule and the scored patients' metrics."""
+    """Per way (each folder's name, then ``ensemble``, then with ``marginal`` the mean without that
+    folder, :data:`WITHOUT`): chosen rule and the scored patients' metrics."""
     split = read_split(folders[0], fold)
     roles = ("validation", scored)
     volumes = {role: [load_volume(named[name]) for name in split[role]] for role in roles}
@@ -90,6 +101,9 @@ def fold_results(
         per_member.append({role: [segmenter.probabilities(v.images) for v in vols] for role, vols in volumes.items()})
     mean = {role: [np.mean(ps, axis=0) for ps in zip(*(m[role] for m in per_member))] for role in roles}
     ways = {str(folder): probs for folder, probs in zip(folders, per_member)} | {"ensemble": mean}
+    if marginal is not None:
+        others = [m for folder, m in zip(folders, per_member) if folder != marginal]
+        ways[WITHOUT] = {role: [np.mean(ps, axis=0) for ps in zip(*(m[role] for m in others))] for role in roles}
     return {way: score_way(probs, truths, split[scored], scored) for way, probs in ways.items()}
 
 
@@ -115,9 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--folds", type=int, nargs="+", help="only these folds (default: every common fold)")
     parser.add_argument("--against", type=Path, help="CV folder whose published test Dice the ensemble is paired with")
+    parser.add_argument("--marginal", type=Path, help="one --cv folder: also score the mean without it, and pair")
     args = parser.parse_args(argv)
     if len(args.cv) < 2:
         raise LggsegError("give at least two --cv folders")
+    if args.marginal is not None and (args.marginal not in args.cv or len(args.cv) < 3):
+        raise LggsegError("--marginal must be one of three or more --cv folders")
     folds = common_folds(args.cv)
     if args.folds is not None:
         folds = [f for f in folds if int(f.removeprefix("fold_")) in args.folds]
@@ -133,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     named = index_dataset(args.data).by_name()
     results = {}
     for fold in folds:
-        results[fold] = fold_results(named, args.cv, fold, args.threads, args.score)
+        results[fold] = fold_results(named, args.cv, fold, args.threads, args.score, args.marginal)
         print(f"{fold}: " + ", ".join(f"{way} {r['rule']}" for way, r in results[fold].items()), flush=True)
     ways = list(results[folds[0]])
     pooled = {w: {n: m for r in results.values() for n, m in r[w][args.score].items()} for w in ways}
@@ -145,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     paired = paired_summary([pooled["ensemble"][n]["dice"] - pooled[ways[0]][n]["dice"] for n in pooled[ways[0]]])
     report["paired_ensemble_minus_first"] = paired.to_dict()
+    marginal = None
+    if args.marginal is not None:
+        marginal = paired_summary([pooled["ensemble"][n]["dice"] - pooled[WITHOUT][n]["dice"] for n in pooled[WITHOUT]])
+        report["paired_full_minus_marginal"] = {"without": str(args.marginal), **marginal.to_dict()}
     against = None
     if args.against is not None:
         against = paired_summary([pooled["ensemble"][n]["dice"] - theirs[n] for n in pooled["ensemble"]])
@@ -153,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     for way in ways:
         print(f"{way}: {headline(report['summary'][way])}")
     print(f"ensemble - {ways[0]}: {paired.describe()}")
+    if marginal is not None:
+        print(f"ensemble - ensemble without {args.marginal}: {marginal.describe()}")
     if against is not None:
         print(f"ensemble - {args.against}: {against.describe()}")
     return 0
