@@ -25,6 +25,8 @@ making it a member: a width-8 pair against the shipped width-12 network, for ins
 ``--marginal CV`` (one of the ``--cv`` folders) also scores the mean of the other members, with its
 own rule chosen on validation, and pairs the full mean against it: what that member adds
 (``docs/cv_v7/README.md``). The members' probabilities are computed once for both means.
+``--reuse REPORT`` takes the folds an earlier report of the same members already scored from it
+instead of predicting them again (a fold that finished later is then the only one predicted).
 """
 
 from __future__ import annotations
@@ -109,13 +111,29 @@ def fold_results(
 
 def published_dice(folder: Path, folds: list[str]) -> dict[str, float]:
     """Per-patient test Dice of ``folds`` as ``folder`` published them (``fold_K/test/per_patient.csv``)."""
-    dice = {}
+    dice: dict[str, float] = {}
     for fold in folds:
         table = folder / fold / "test" / "per_patient.csv"
         if not table.is_file():
             raise LggsegError(f"{table} is missing: --against needs the same folds' test reports")
         dice |= {row["patient"]: float(row["dice"]) for row in csv.DictReader(table.open())}
     return dice
+
+
+def reused_folds(report_path: Path, args: argparse.Namespace, folds: list[str]) -> dict[str, Any]:
+    """The folds of ``folds`` that an earlier report of the same members, scoring and ``--marginal``
+    already holds (``--reuse``)."""
+    try:
+        earlier = json.loads(report_path.read_text())
+    except (OSError, ValueError) as err:
+        raise LggsegError(f"--reuse {report_path}: not a readable report ({err})") from err
+    same = earlier.get("cv") == [str(f) for f in args.cv] and earlier.get("scored") == args.score
+    has_marginal = "paired_full_minus_marginal" in earlier
+    if not same or has_marginal != (args.marginal is not None):
+        raise LggsegError(f"--reuse {report_path}: that report scored other members or another way")
+    if args.marginal is not None and earlier["paired_full_minus_marginal"]["without"] != str(args.marginal):
+        raise LggsegError(f"--reuse {report_path}: that report left out another member")
+    return {fold: earlier["folds"][fold] for fold in folds if fold in earlier.get("folds", {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, nargs="+", help="only these folds (default: every common fold)")
     parser.add_argument("--against", type=Path, help="CV folder whose published test Dice the ensemble is paired with")
     parser.add_argument("--marginal", type=Path, help="one --cv folder: also score the mean without it, and pair")
+    parser.add_argument("--reuse", type=Path, help="an earlier report of the same members: its folds are not redone")
     args = parser.parse_args(argv)
     if len(args.cv) < 2:
         raise LggsegError("give at least two --cv folders")
@@ -148,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         if set(theirs) != {name for fold in folds for name in read_split(args.cv[0], fold)["test"]}:
             raise LggsegError(f"{args.against} tested other patients in these folds")
     named = index_dataset(args.data).by_name()
-    results = {}
+    results = reused_folds(args.reuse, args, folds) if args.reuse is not None else {}
     for fold in folds:
+        if fold in results:
+            continue
         results[fold] = fold_results(named, args.cv, fold, args.threads, args.score, args.marginal)
         print(f"{fold}: " + ", ".join(f"{way} {r['rule']}" for way, r in results[fold].items()), flush=True)
     ways = list(results[folds[0]])
