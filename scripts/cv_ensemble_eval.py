@@ -42,7 +42,7 @@ import numpy as np
 from lggseg.data.dataset import PatientFiles, index_dataset, load_volume
 from lggseg.errors import LggsegError, run_script
 from lggseg.evaluation import metrics
-from lggseg.evaluation.cohort import headline, paired_summary
+from lggseg.evaluation.cohort import PairedSummary, headline, paired_summary
 from lggseg.infer import postprocess
 from lggseg.infer.segmenter import InferenceConfig, Segmenter
 from lggseg.io import atomic
@@ -82,6 +82,13 @@ def score_way(
     return {"rule": chosen.rule.to_dict(), "val_mean_dice": chosen.mean_dice, scored: results}
 
 
+def mean_probabilities(
+    members: list[dict[str, list[np.ndarray]]], roles: tuple[str, ...]
+) -> dict[str, list[np.ndarray]]:
+    """Per role, each patient's mean over ``members`` of their ``(Z, H, W)`` probabilities."""
+    return {role: [np.mean(ps, axis=0) for ps in zip(*(m[role] for m in members))] for role in roles}
+
+
 def fold_results(
     named: dict[str, PatientFiles],
     folders: list[Path],
@@ -101,11 +108,11 @@ def fold_results(
         bundle = load_weights(folder / fold / "run" / "best.safetensors")
         segmenter = Segmenter(bundle, config=InferenceConfig(threads=threads))
         per_member.append({role: [segmenter.probabilities(v.images) for v in vols] for role, vols in volumes.items()})
-    mean = {role: [np.mean(ps, axis=0) for ps in zip(*(m[role] for m in per_member))] for role in roles}
-    ways = {str(folder): probs for folder, probs in zip(folders, per_member)} | {"ensemble": mean}
+    ways = {str(folder): probs for folder, probs in zip(folders, per_member)}
+    ways["ensemble"] = mean_probabilities(per_member, roles)
     if marginal is not None:
         others = [m for folder, m in zip(folders, per_member) if folder != marginal]
-        ways[WITHOUT] = {role: [np.mean(ps, axis=0) for ps in zip(*(m[role] for m in others))] for role in roles}
+        ways[WITHOUT] = mean_probabilities(others, roles)
     return {way: score_way(probs, truths, split[scored], scored) for way, probs in ways.items()}
 
 
@@ -181,15 +188,22 @@ def main(argv: list[str] | None = None) -> int:
         "folds": results,
         "summary": {w: metrics.summarize(list(pooled[w].values())) for w in ways},
     }
-    paired = paired_summary([pooled["ensemble"][n]["dice"] - pooled[ways[0]][n]["dice"] for n in pooled[ways[0]]])
+
+    def ensemble_minus(dice: dict[str, float]) -> PairedSummary:
+        return paired_summary([pooled["ensemble"][n]["dice"] - dice[n] for n in pooled["ensemble"]])
+
+    def way_dice(way: str) -> dict[str, float]:
+        return {n: m["dice"] for n, m in pooled[way].items()}
+
+    paired = ensemble_minus(way_dice(ways[0]))
     report["paired_ensemble_minus_first"] = paired.to_dict()
     marginal = None
     if args.marginal is not None:
-        marginal = paired_summary([pooled["ensemble"][n]["dice"] - pooled[WITHOUT][n]["dice"] for n in pooled[WITHOUT]])
+        marginal = ensemble_minus(way_dice(WITHOUT))
         report["paired_full_minus_marginal"] = {"without": str(args.marginal), **marginal.to_dict()}
     against = None
     if args.against is not None:
-        against = paired_summary([pooled["ensemble"][n]["dice"] - theirs[n] for n in pooled["ensemble"]])
+        against = ensemble_minus(theirs)
         report["paired_ensemble_minus_against"] = {"against": str(args.against), **against.to_dict()}
     atomic.write_text(args.out, json.dumps(report, indent=1) + "\n")
     for way in ways:
