@@ -1,6 +1,7 @@
 """Two cross-validations of the same canonical folds, fold by fold: a new recipe against an old one.
 
     python scripts/cv_compare.py docs/cv docs/cv_v2
+    python scripts/cv_compare.py docs/cv_v7+docs/cv_v7s43 docs/cv+docs/cv_v3s43   # two seeds each
 
 One row per fold that both have finished: each recipe's mean / median / min per-patient Dice and
 false-positive rate on tumor-free slices (``fold_K/test/metrics.json``), and the paired difference
@@ -9,6 +10,10 @@ improved). A last row pools the patients of every fold both have finished; a sec
 them by annotated tumor size (:data:`lggseg.evaluation.cohort.SIZE_BINS`). Each recipe is one
 training run per fold, so a difference is recipe plus run-to-run noise (docs/ablation/README.md
 measured about 0.04 mean Dice from the seed alone on one fold of the short schedule).
+
+A recipe given as ``A+B`` is the same recipe trained with several seeds (one CV folder each): each
+patient's Dice is its mean over the seeds, and the false-positive rate pools every seed's tumor-free
+slices. It compares recipes in expectation over seeds rather than one draw against another.
 """
 
 from __future__ import annotations
@@ -32,26 +37,27 @@ def paired(new: dict[str, float], old: dict[str, float]) -> str:
     return paired_summary([new[p] - old[p] for p in shared]).describe()
 
 
-def pooled(reports: list[Path]) -> dict:
-    """mean / median / min Dice and FP rate over the patients of several fold reports."""
-    rows = []
+def seed_mean_dice(reports: list[Path]) -> dict[str, float]:
+    """Each patient's Dice averaged over the reports of several seeds (patients all of them scored)."""
+    per_seed = [per_patient_dice(report) for report in reports]
+    shared = set.intersection(*(set(d) for d in per_seed))
+    return {p: statistics.fmean(d[p] for d in per_seed) for p in sorted(shared)}
+
+
+def pooled(dice: dict[str, float], reports: list[Path]) -> dict:
+    """mean / median / min of ``dice`` and the FP rate over the tumor-free slices of ``reports``."""
+    empty = false_positive = 0
     for report in reports:
         for row in csv.DictReader((report / "per_patient.csv").open()):
-            rows.append(
-                {
-                    "dice": float(row["dice"]),
-                    "n_empty_slices": int(row["n_slices"]) - int(row["n_tumor_slices"]),
-                    "n_false_positive_slices": int(row["n_false_positive_slices"]),
-                }
-            )
-    empty = sum(r["n_empty_slices"] for r in rows)
-    dices = [r["dice"] for r in rows]
+            empty += int(row["n_slices"]) - int(row["n_tumor_slices"])
+            false_positive += int(row["n_false_positive_slices"])
+    dices = list(dice.values())
     return {
-        "n_patients": len(rows),
+        "n_patients": len(dices),
         "mean_dice": statistics.fmean(dices),
         "median_dice": statistics.median(dices),
         "min_dice": min(dices),
-        "false_positive_rate_empty_slices": sum(r["n_false_positive_slices"] for r in rows) / empty,
+        "false_positive_rate_empty_slices": false_positive / empty,
     }
 
 
@@ -79,46 +85,55 @@ def print_by_size(new: dict[str, float], old: dict[str, float], voxels: dict[str
             print(f"| {label} | {len(group)} | {new_mean:.3f} | {old_mean:.3f} | {diff} |")
 
 
+def reports_of(recipe: list[Path], fold: str) -> list[Path]:
+    return [cv / fold / "test" for cv in recipe]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("new", type=Path, help="the new recipe's CV folder (fold_K/test/ per fold)")
-    parser.add_argument("old", type=Path, help="the old recipe's CV folder")
+    parser.add_argument("new", help="the new recipe's CV folder (fold_K/test/ per fold), or several joined by +")
+    parser.add_argument("old", help="the old recipe's CV folder, or several joined by +")
     parser.add_argument("--folds", type=int, nargs="+", default=None, help="only these folds (e.g. 2 3 4)")
     args = parser.parse_args(argv)
+    new, old = ([Path(p) for p in spec.split("+")] for spec in (args.new, args.old))
+    names = ["+".join(cv.name for cv in recipe) for recipe in (new, old)]
     folds = [
         f.name
-        for f in sorted(args.new.glob("fold_*"))
-        if (f / "test" / "per_patient.csv").exists()
-        and (args.old / f.name / "test" / "per_patient.csv").exists()
+        for f in sorted(new[0].glob("fold_*"))
+        if all((r / "per_patient.csv").exists() for r in reports_of(new + old, f.name))
         and (args.folds is None or int(f.name.split("_")[1]) in args.folds)
     ]
     if not folds:
-        print(f"no fold finished in both {args.new} and {args.old}", file=sys.stderr)
+        print(f"no fold finished in all of {args.new} and {args.old}", file=sys.stderr)
         return 2
     print(
-        f"| test patients of | n | {args.new.name}: mean / median / min Dice | FP rate "
-        f"| {args.old.name}: mean / median / min Dice | FP rate "
-        f"| {args.new.name} - {args.old.name}: paired Dice difference (95% CI) |"
+        f"| test patients of | n | {names[0]}: mean / median / min Dice | FP rate "
+        f"| {names[1]}: mean / median / min Dice | FP rate "
+        f"| {names[0]} - {names[1]}: paired Dice difference (95% CI) |"
     )
     print("|---|---|---|---|---|---|---|")
     new_all: dict[str, float] = {}
     old_all: dict[str, float] = {}
     for fold in folds:
-        new_dir, old_dir = args.new / fold / "test", args.old / fold / "test"
-        new_m, old_m = (json.loads((d / "metrics.json").read_text()) for d in (new_dir, old_dir))
-        new_pp, old_pp = per_patient_dice(new_dir), per_patient_dice(old_dir)
+        new_pp, old_pp = (seed_mean_dice(reports_of(recipe, fold)) for recipe in (new, old))
         new_all.update(new_pp)
         old_all.update(old_pp)
+        new_m, old_m = (
+            json.loads((recipe[0] / fold / "test" / "metrics.json").read_text())
+            if len(recipe) == 1
+            else pooled(pp, reports_of(recipe, fold))
+            for recipe, pp in ((new, new_pp), (old, old_pp))
+        )
         old_cells = dice_cells(old_m).split(" | ", 1)[1]
         print(f"| {fold.replace('_', ' ')} | {dice_cells(new_m)} | {old_cells} | {paired(new_pp, old_pp)} |")
     if len(folds) > 1:
-        new_m = pooled([args.new / f / "test" for f in folds])
-        old_m = pooled([args.old / f / "test" for f in folds])
+        new_m = pooled(new_all, [r for f in folds for r in reports_of(new, f)])
+        old_m = pooled(old_all, [r for f in folds for r in reports_of(old, f)])
         label = "folds " + "+".join(f.split("_")[1] for f in folds)
         old_cells = dice_cells(old_m).split(" | ", 1)[1]
         print(f"| **{label}** | {dice_cells(new_m)} | {old_cells} | {paired(new_all, old_all)} |")
-    voxels = tumor_voxels([args.old / f / "test" for f in folds])
-    print_by_size(new_all, old_all, voxels, (args.new.name, args.old.name))
+    voxels = tumor_voxels([old[0] / f / "test" for f in folds])
+    print_by_size(new_all, old_all, voxels, (names[0], names[1]))
     return 0
 
 
