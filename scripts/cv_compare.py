@@ -3,10 +3,10 @@
     python scripts/cv_compare.py docs/cv docs/cv_v2
     python scripts/cv_compare.py docs/cv_v7+docs/cv_v7s43 docs/cv+docs/cv_v3s43   # two seeds each
 
-One row per fold that both have finished: each recipe's mean / median / min per-patient Dice and
+One row per fold that every folder has finished: each recipe's mean / median / min per-patient Dice and
 false-positive rate on tumor-free slices (``fold_K/test/metrics.json``), and the paired difference
 new - old on the same test patients (mean, 95% bootstrap interval with patients resampled, how many
-improved). A last row pools the patients of every fold both have finished; a second table pools
+improved). A last row pools the patients of every fold shown; a second table pools
 them by annotated tumor size (:data:`lggseg.evaluation.cohort.SIZE_BINS`). Each recipe is one
 training run per fold, so a difference is recipe plus run-to-run noise (docs/ablation/README.md
 measured about 0.04 mean Dice from the seed alone on one fold of the short schedule).
@@ -37,20 +37,52 @@ def paired(new: dict[str, float], old: dict[str, float]) -> str:
     return paired_summary([new[p] - old[p] for p in shared]).describe()
 
 
-def seed_mean_dice(reports: list[Path]) -> dict[str, float]:
-    """Each patient's Dice averaged over the reports of several seeds (patients all of them scored)."""
-    per_seed = [per_patient_dice(report) for report in reports]
-    shared = set.intersection(*(set(d) for d in per_seed))
-    return {p: statistics.fmean(d[p] for d in per_seed) for p in sorted(shared)}
+def fold_dice(new: list[Path], old: list[Path], fold: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Each recipe's per-patient Dice on ``fold``, averaged over its seeds (CV folders).
+
+    Only the patients that every folder of both recipes scored are kept, so that each mean and the
+    paired difference cover the same patients; any patient left out is named on stderr.
+    """
+    per_cv = {cv: per_patient_dice(cv / fold / "test") for cv in new + old}
+    shared = sorted(set.intersection(*(set(d) for d in per_cv.values())))
+    left_out = sorted(set().union(*per_cv.values()) - set(shared))
+    if left_out:
+        print(f"{fold}: {len(left_out)} patient(s) not scored in every folder, left out: {left_out}", file=sys.stderr)
+    new_pp = {p: statistics.fmean(per_cv[cv][p] for cv in new) for p in shared}
+    old_pp = {p: statistics.fmean(per_cv[cv][p] for cv in old) for p in shared}
+    return new_pp, old_pp
+
+
+def recipe_dice(new: list[Path], old: list[Path], folds: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """:func:`fold_dice` over several folds, merged."""
+    new_all: dict[str, float] = {}
+    old_all: dict[str, float] = {}
+    for fold in folds:
+        new_pp, old_pp = fold_dice(new, old, fold)
+        new_all.update(new_pp)
+        old_all.update(old_pp)
+    return new_all, old_all
+
+
+def finished_folds(folders: list[Path], only: list[int] | None = None) -> list[str]:
+    """The ``fold_K`` names whose test report every folder holds (optionally only folds ``only``)."""
+    return [
+        f.name
+        for f in sorted(folders[0].glob("fold_*"))
+        if all((cv / f.name / "test" / "per_patient.csv").exists() for cv in folders)
+        and (only is None or int(f.name.split("_")[1]) in only)
+    ]
 
 
 def pooled(dice: dict[str, float], reports: list[Path]) -> dict:
-    """mean / median / min of ``dice`` and the FP rate over the tumor-free slices of ``reports``."""
+    """mean / median / min of ``dice`` and the FP rate over the tumor-free slices of ``reports``
+    (only the patients of ``dice``; several seeds' reports pool every seed's slices)."""
     empty = false_positive = 0
     for report in reports:
         for row in csv.DictReader((report / "per_patient.csv").open()):
-            empty += int(row["n_slices"]) - int(row["n_tumor_slices"])
-            false_positive += int(row["n_false_positive_slices"])
+            if row["patient"] in dice:
+                empty += int(row["n_slices"]) - int(row["n_tumor_slices"])
+                false_positive += int(row["n_false_positive_slices"])
     dices = list(dice.values())
     return {
         "n_patients": len(dices),
@@ -59,6 +91,16 @@ def pooled(dice: dict[str, float], reports: list[Path]) -> dict:
         "min_dice": min(dices),
         "false_positive_rate_empty_slices": false_positive / empty,
     }
+
+
+def fold_metrics(recipe: list[Path], fold: str, dice: dict[str, float]) -> dict:
+    """One recipe's row on one fold: its own ``metrics.json`` when it is one CV folder that scored
+    exactly the patients of ``dice``, else :func:`pooled` over its seeds' reports."""
+    if len(recipe) == 1:
+        metrics = json.loads((recipe[0] / fold / "test" / "metrics.json").read_text())
+        if metrics["n_patients"] == len(dice):
+            return metrics
+    return pooled(dice, [cv / fold / "test" for cv in recipe])
 
 
 def tumor_voxels(reports: list[Path]) -> dict[str, int]:
@@ -85,24 +127,17 @@ def print_by_size(new: dict[str, float], old: dict[str, float], voxels: dict[str
             print(f"| {label} | {len(group)} | {new_mean:.3f} | {old_mean:.3f} | {diff} |")
 
 
-def reports_of(recipe: list[Path], fold: str) -> list[Path]:
-    return [cv / fold / "test" for cv in recipe]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("new", help="the new recipe's CV folder (fold_K/test/ per fold), or several joined by +")
     parser.add_argument("old", help="the old recipe's CV folder, or several joined by +")
-    parser.add_argument("--folds", type=int, nargs="+", default=None, help="only these folds (e.g. 2 3 4)")
+    parser.add_argument(
+        "--folds", type=int, nargs="+", default=None, help="only these folds (e.g. 2 3 4) of those all have finished"
+    )
     args = parser.parse_args(argv)
     new, old = ([Path(p) for p in spec.split("+")] for spec in (args.new, args.old))
     names = ["+".join(cv.name for cv in recipe) for recipe in (new, old)]
-    folds = [
-        f.name
-        for f in sorted(new[0].glob("fold_*"))
-        if all((r / "per_patient.csv").exists() for r in reports_of(new + old, f.name))
-        and (args.folds is None or int(f.name.split("_")[1]) in args.folds)
-    ]
+    folds = finished_folds(new + old, args.folds)
     if not folds:
         print(f"no fold finished in all of {args.new} and {args.old}", file=sys.stderr)
         return 2
@@ -115,20 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     new_all: dict[str, float] = {}
     old_all: dict[str, float] = {}
     for fold in folds:
-        new_pp, old_pp = (seed_mean_dice(reports_of(recipe, fold)) for recipe in (new, old))
+        new_pp, old_pp = fold_dice(new, old, fold)
         new_all.update(new_pp)
         old_all.update(old_pp)
-        new_m, old_m = (
-            json.loads((recipe[0] / fold / "test" / "metrics.json").read_text())
-            if len(recipe) == 1
-            else pooled(pp, reports_of(recipe, fold))
-            for recipe, pp in ((new, new_pp), (old, old_pp))
-        )
+        new_m, old_m = fold_metrics(new, fold, new_pp), fold_metrics(old, fold, old_pp)
         old_cells = dice_cells(old_m).split(" | ", 1)[1]
         print(f"| {fold.replace('_', ' ')} | {dice_cells(new_m)} | {old_cells} | {paired(new_pp, old_pp)} |")
     if len(folds) > 1:
-        new_m = pooled(new_all, [r for f in folds for r in reports_of(new, f)])
-        old_m = pooled(old_all, [r for f in folds for r in reports_of(old, f)])
+        new_m = pooled(new_all, [cv / f / "test" for f in folds for cv in new])
+        old_m = pooled(old_all, [cv / f / "test" for f in folds for cv in old])
         label = "folds " + "+".join(f.split("_")[1] for f in folds)
         old_cells = dice_cells(old_m).split(" | ", 1)[1]
         print(f"| **{label}** | {dice_cells(new_m)} | {old_cells} | {paired(new_all, old_all)} |")

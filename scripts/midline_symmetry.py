@@ -7,9 +7,9 @@ share**: the fraction of annotated tumor voxels whose mirror image about the vol
 (:func:`lggseg.infer.preprocess.volume_midline`, the same mirror the network sees) is also tumor.
 It then sets each candidate CV's out-of-fold Dice against a baseline's, by that share.
 
-A CV given as ``A+B`` is several seeds of one recipe; each patient's Dice is averaged over them
-(as ``scripts/cv_compare.py`` does). The annotation is read only to describe the test patients after
-the fact; nothing is chosen with it.
+A CV given as ``A+B`` is several seeds of one recipe; each patient's Dice is averaged over them,
+and only patients that every folder scored count (``fold_dice`` in ``scripts/cv_compare.py``).
+The annotation is read only to describe the test patients after the fact; nothing is chosen with it.
 
 Usage (about a minute for 100 patients)::
 
@@ -20,13 +20,13 @@ Usage (about a minute for 100 patients)::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cv_compare import finished_folds, recipe_dice  # scripts/cv_compare.py, beside this file
 
 from lggseg.data.dataset import index_dataset, load_volume
 from lggseg.errors import LggsegError, run_script
@@ -46,33 +46,27 @@ def symmetric_share(truth: np.ndarray, midline: float) -> float:
     return float((truth & mirrored_columns(truth, midline, axis=-1)).sum() / total)
 
 
-def recipe_dice(spec: str) -> dict[str, float]:
-    """Each patient's out-of-fold Dice of ``A+B+...`` (fold_K/test/per_patient.csv), averaged over the CVs."""
-    per_cv = []
-    for cv in spec.split("+"):
-        reports = sorted(Path(cv).glob("fold_*/test/per_patient.csv"))
-        if not reports:
-            raise LggsegError(f"{cv}: no fold_K/test/per_patient.csv")
-        per_cv.append({row["patient"]: float(row["dice"]) for report in reports for row in _rows(report)})
-    shared = set.intersection(*(set(d) for d in per_cv))
-    return {p: statistics.fmean(d[p] for d in per_cv) for p in sorted(shared)}
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open() as f:
-        return list(csv.DictReader(f))
-
-
 def group_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if not rows:
         return {"n_patients": 0}
     diffs = [r["difference"] for r in rows]
     return {
         "n_patients": len(rows),
+        "median_tumor_voxels": statistics.median(r["tumor_voxels"] for r in rows),
         "mean_dice": statistics.fmean(r["dice"] for r in rows),
         "mean_dice_baseline": statistics.fmean(r["dice_baseline"] for r in rows),
         "paired_difference": paired_summary(diffs).describe(),
     }
+
+
+def group_gap(first: list[float], second: list[float], draws: int = 10_000, seed: int = 0) -> dict[str, float]:
+    """Mean of ``first`` minus mean of ``second`` (two independent groups of paired differences), with
+    a 95% bootstrap interval that resamples each group on its own."""
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(first), np.asarray(second)
+    gaps = rng.choice(a, (draws, a.size)).mean(1) - rng.choice(b, (draws, b.size)).mean(1)
+    low, high = np.percentile(gaps, [2.5, 97.5])
+    return {"gap": float(a.mean() - b.mean()), "ci95_low": float(low), "ci95_high": float(high)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,8 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", required=True, help="the baseline's CV folder (or several seeds joined by +)")
     parser.add_argument("--out", type=Path, required=True, help="JSON report")
     args = parser.parse_args(argv)
-    dice, baseline = recipe_dice(args.cv), recipe_dice(args.baseline)
-    patients = sorted(set(dice) & set(baseline))
+    candidate, reference = ([Path(p) for p in spec.split("+")] for spec in (args.cv, args.baseline))
+    folds = finished_folds(candidate + reference)
+    if len(folds) < 5:
+        raise LggsegError(f"{len(folds)} fold(s) finished in every folder; this study needs all five")
+    dice, baseline = recipe_dice(candidate, reference, folds)
+    patients = sorted(dice)
     found = index_dataset(args.data).by_name()
     missing = [p for p in patients if p not in found]
     if missing:
@@ -93,24 +91,30 @@ def main(argv: list[str] | None = None) -> int:
         volume = load_volume(found[name])
         truth = volume.require_masks()
         midline = volume_midline(volume.images)
+        share = symmetric_share(truth, midline)
         rows.append(
             {
                 "patient": name,
                 "tumor_voxels": int(truth.sum()),
                 "midline": midline,
-                "symmetric_share": round(symmetric_share(truth, midline), 4),
+                "crosses_midline": share > SYMMETRIC,
+                "symmetric_share": round(share, 4),
                 "dice": round(dice[name], 4),
                 "dice_baseline": round(baseline[name], 4),
                 "difference": round(dice[name] - baseline[name], 4),
             }
         )
-    crossing = [r for r in rows if r["symmetric_share"] > SYMMETRIC]
+    crossing = [r for r in rows if r["crosses_midline"]]
+    one_sided = [r for r in rows if not r["crosses_midline"]]
     report = {
         "cv": args.cv,
         "baseline": args.baseline,
         "symmetric_threshold": SYMMETRIC,
         "crossing_midline": group_summary(crossing),
-        "one_sided": group_summary([r for r in rows if r["symmetric_share"] <= SYMMETRIC]),
+        "one_sided": group_summary(one_sided),
+        "crossing_minus_one_sided": group_gap([r["difference"] for r in crossing], [r["difference"] for r in one_sided])
+        if crossing and one_sided
+        else None,
         "patients": sorted(rows, key=lambda r: -r["symmetric_share"]),
     }
     atomic.write_text(args.out, json.dumps(report, indent=2) + "\n")
@@ -121,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{label}: {group['n_patients']} patients, {group['mean_dice']:.3f} against "
                 f"{group['mean_dice_baseline']:.3f}, paired {group['paired_difference']}"
             )
+    if report["crossing_minus_one_sided"]:
+        gap = report["crossing_minus_one_sided"]
+        print(f"crossing - one-sided: {gap['gap']:+.3f} ({gap['ci95_low']:+.3f} to {gap['ci95_high']:+.3f})")
     for r in report["patients"][:5]:
         print(f"  {r['patient']}: share {r['symmetric_share']:.2f}, {r['tumor_voxels']} voxels, {r['difference']:+.3f}")
     return 0
