@@ -53,15 +53,20 @@ def fold_dice(new: list[Path], old: list[Path], fold: str) -> tuple[dict[str, fl
     return new_pp, old_pp
 
 
-def recipe_dice(new: list[Path], old: list[Path], folds: list[str]) -> tuple[dict[str, float], dict[str, float]]:
-    """:func:`fold_dice` over several folds, merged."""
-    new_all: dict[str, float] = {}
-    old_all: dict[str, float] = {}
-    for fold in folds:
-        new_pp, old_pp = fold_dice(new, old, fold)
-        new_all.update(new_pp)
-        old_all.update(old_pp)
-    return new_all, old_all
+FoldDice = dict[str, tuple[dict[str, float], dict[str, float]]]
+"""fold name -> (new recipe's, old recipe's) per-patient Dice on that fold, as :func:`fold_dice` gives."""
+
+
+def dice_by_fold(new: list[Path], old: list[Path], folds: list[str]) -> FoldDice:
+    return {fold: fold_dice(new, old, fold) for fold in folds}
+
+
+def merged(by_fold: FoldDice) -> tuple[dict[str, float], dict[str, float]]:
+    """Both recipes' per-patient Dice over all folds of ``by_fold``."""
+    return (
+        {p: d for new_pp, _ in by_fold.values() for p, d in new_pp.items()},
+        {p: d for _, old_pp in by_fold.values() for p, d in old_pp.items()},
+    )
 
 
 def finished_folds(folders: list[Path], only: list[int] | None = None) -> list[str]:
@@ -147,15 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         f"| {names[0]} - {names[1]}: paired Dice difference (95% CI) |"
     )
     print("|---|---|---|---|---|---|---|")
-    new_all: dict[str, float] = {}
-    old_all: dict[str, float] = {}
-    for fold in folds:
-        new_pp, old_pp = fold_dice(new, old, fold)
-        new_all.update(new_pp)
-        old_all.update(old_pp)
+    by_fold = dice_by_fold(new, old, folds)
+    for fold, (new_pp, old_pp) in by_fold.items():
         new_m, old_m = fold_metrics(new, fold, new_pp), fold_metrics(old, fold, old_pp)
         old_cells = dice_cells(old_m).split(" | ", 1)[1]
         print(f"| {fold.replace('_', ' ')} | {dice_cells(new_m)} | {old_cells} | {paired(new_pp, old_pp)} |")
+    new_all, old_all = merged(by_fold)
     if len(folds) > 1:
         new_m = pooled(new_all, [cv / f / "test" for f in folds for cv in new])
         old_m = pooled(old_all, [cv / f / "test" for f in folds for cv in old])

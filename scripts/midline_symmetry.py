@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cv_compare import finished_folds, recipe_dice  # scripts/cv_compare.py, beside this file
+from cv_compare import dice_by_fold, finished_folds, merged  # scripts/cv_compare.py, beside this file
 
 from lggseg.data.dataset import index_dataset, load_volume
 from lggseg.errors import LggsegError, run_script
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     folds = finished_folds(candidate + reference)
     if len(folds) < 5:
         raise LggsegError(f"{len(folds)} fold(s) finished in every folder; this study needs all five")
-    dice, baseline = recipe_dice(candidate, reference, folds)
+    dice, baseline = merged(dice_by_fold(candidate, reference, folds))
     patients = sorted(dice)
     found = index_dataset(args.data).by_name()
     missing = [p for p in patients if p not in found]
