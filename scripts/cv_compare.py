@@ -37,6 +37,11 @@ def paired(new: dict[str, float], old: dict[str, float]) -> str:
     return paired_summary([new[p] - old[p] for p in shared]).describe()
 
 
+def recipe_folders(spec: str) -> list[Path]:
+    """``A+B+...`` -> the CV folders of one recipe's seeds."""
+    return [Path(p) for p in spec.split("+")]
+
+
 def fold_dice(new: list[Path], old: list[Path], fold: str) -> tuple[dict[str, float], dict[str, float]]:
     """Each recipe's per-patient Dice on ``fold``, averaged over its seeds (CV folders).
 
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "--folds", type=int, nargs="+", default=None, help="only these folds (e.g. 2 3 4) of those all have finished"
     )
     args = parser.parse_args(argv)
-    new, old = ([Path(p) for p in spec.split("+")] for spec in (args.new, args.old))
+    new, old = recipe_folders(args.new), recipe_folders(args.old)
     names = ["+".join(cv.name for cv in recipe) for recipe in (new, old)]
     folds = finished_folds(new + old, args.folds)
     if not folds:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cv_compare import dice_by_fold, finished_folds, merged  # scripts/cv_compare.py, beside this file
+from cv_compare import dice_by_fold, finished_folds, merged, recipe_folders  # scripts/cv_compare.py, beside this file
 
 from lggseg.data.dataset import index_dataset, load_volume
 from lggseg.errors import LggsegError, run_script
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", required=True, help="the baseline's CV folder (or several seeds joined by +)")
     parser.add_argument("--out", type=Path, required=True, help="JSON report")
     args = parser.parse_args(argv)
-    candidate, reference = ([Path(p) for p in spec.split("+")] for spec in (args.cv, args.baseline))
+    candidate, reference = recipe_folders(args.cv), recipe_folders(args.baseline)
     folds = finished_folds(candidate + reference)
     if len(folds) < 5:
         raise LggsegError(f"{len(folds)} fold(s) finished in every folder; this study needs all five")
