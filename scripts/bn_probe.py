@@ -72,7 +72,13 @@ def recipe_patches(bank: SliceBank, cfg: TrainConfig, n_batches: int, seed: int)
     """``n_batches`` training batches drawn and augmented as ``cfg`` draws them (patches when it crops)."""
     generator = torch.Generator().manual_seed(seed)
     order = draw_epoch(
-        bank, n_batches * cfg.batch_size, cfg.fg_fraction, generator, cfg.vertex_fraction, cfg.tumor_balance
+        bank,
+        n_batches * cfg.batch_size,
+        cfg.fg_fraction,
+        generator,
+        cfg.vertex_fraction,
+        cfg.tumor_balance,
+        cfg.end_fraction,
     )
     for i in range(n_batches):
         idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]

@@ -58,6 +58,19 @@ def test_tumor_balance_outside_0_1_is_a_user_error(tmp_path):
         load_config(tmp_path / "t.yaml")
 
 
+def test_end_fine_tune_is_its_control_plus_tumor_end_negatives():
+    control = load_config(ROOT / "configs" / "lgg_unet12_v3_ctrlft.yaml")
+    ends = load_config(ROOT / "configs" / "lgg_unet12_v3_endsft.yaml")
+    assert ends.end_fraction == 0.15 and ends.replace(end_fraction=0.0) == control
+    assert control.init_weights == "docs/cv/fold_{fold}/run/best.safetensors" and control.epochs == 5
+
+
+def test_fractions_over_one_are_a_user_error(tmp_path):
+    (tmp_path / "t.yaml").write_text("fg_fraction: 0.5\nvertex_fraction: 0.3\nend_fraction: 0.3\n")
+    with pytest.raises(LggsegError, match="end_fraction"):
+        load_config(tmp_path / "t.yaml")
+
+
 def test_extends_merges_sections_key_by_key_through_a_chain(tmp_path):
     base = "seed: 1\nepochs: 7\nmodel:\n  base_width: 16\n  depth: 3\naugment:\n  flip_prob: 0.2\n"
     (tmp_path / "base.yaml").write_text(base)

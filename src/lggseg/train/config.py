@@ -32,6 +32,7 @@ class TrainConfig:
     crop_size: int = 0  # train on crop_size x crop_size patches (0 = whole slices); see augment.choose_windows
     fg_fraction: float = 0.5
     vertex_fraction: float = 0.0  # share of samples from tumor-free slices in the top fifth of a volume
+    end_fraction: float = 0.0  # share of samples from tumor-free slices within 3 slices of a tumor (past its ends)
     hard_negative_prob: float = 0.0  # a tumor-free slice's crop is centred on bright FLAIR with this probability
     tumor_balance: float = 0.0  # tumor slice weight: (tumor slices of its volume) ** -balance; 1 = per patient
     lr: float = 2e-3
@@ -68,6 +69,10 @@ class TrainConfig:
             (
                 self.vertex_fraction >= 0.0 and self.fg_fraction + self.vertex_fraction <= 1.0,
                 "vertex_fraction must be >= 0 and fg_fraction + vertex_fraction <= 1",
+            ),
+            (
+                self.end_fraction >= 0.0 and self.fg_fraction + self.vertex_fraction + self.end_fraction <= 1.0,
+                "end_fraction must be >= 0 and fg_fraction + vertex_fraction + end_fraction <= 1",
             ),
             (0.0 <= self.hard_negative_prob <= 1.0, "hard_negative_prob must be in [0, 1]"),
             (0.0 <= self.tumor_balance <= 1.0, "tumor_balance must be in [0, 1]"),

@@ -90,7 +90,13 @@ def train_one_epoch(ctx: EpochContext, epoch: int) -> dict[str, float]:
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     torch.manual_seed(cfg.seed * 7_919 + epoch + 104_729 * dist.rank)
     order = draw_epoch(
-        ctx.bank, steps * cfg.batch_size, cfg.fg_fraction, generator, cfg.vertex_fraction, cfg.tumor_balance
+        ctx.bank,
+        steps * cfg.batch_size,
+        cfg.fg_fraction,
+        generator,
+        cfg.vertex_fraction,
+        cfg.tumor_balance,
+        cfg.end_fraction,
     )
     mine = distributed.shard(order, dist)  # this rank's share; all of ``order`` alone
     augment_generator = (

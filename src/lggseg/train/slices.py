@@ -18,6 +18,10 @@ from lggseg.train.config import TrainConfig
 VERTEX_SHARE = 0.2
 """The top fifth of a volume's slices counts as the vertex."""
 
+END_REACH = 3
+"""A tumor-free slice at most this many slices from a tumor slice of its volume lies past a tumor's
+end: where the network tends to draw a tumor one to three slices longer than the annotation."""
+
 SOFT_SCALE = 255
 """Teacher probabilities (distillation) are kept in RAM as ``uint8``: ``round(p * SOFT_SCALE)``."""
 
@@ -30,8 +34,10 @@ class SliceBank:
     float32 (the per-volume normalisation stats of each slice's patient); tumor: indices of
     slices with a non-empty mask; vertex: indices of tumor-free slices in the top
     :data:`VERTEX_SHARE` of their volume (slices run inferior to superior), where bright cortex
-    and skull rim are most often taken for tumor; first, last: ``(N,)`` bank indices of the first
-    and last slice of each slice's volume (the bounds of a 2.5D neighbourhood); volume_tumor_slices:
+    and skull rim are most often taken for tumor; ends: indices of tumor-free slices within
+    :data:`END_REACH` slices of a tumor slice of their volume; first, last: ``(N,)`` bank indices
+    of the first and last slice of each slice's volume (the bounds of a 2.5D neighbourhood);
+    volume_tumor_slices:
     ``(N,)`` how many tumor slices each slice's volume has (for patient-balanced tumor draws);
     midlines: ``(N,)`` float32, the head's midline column of each slice's volume (for mirror
     models, :func:`lggseg.infer.preprocess.volume_midline`); soft:
@@ -44,6 +50,7 @@ class SliceBank:
     stats: torch.Tensor
     tumor: torch.Tensor
     vertex: torch.Tensor
+    ends: torch.Tensor
     first: torch.Tensor
     last: torch.Tensor
     volume_tumor_slices: torch.Tensor
@@ -60,12 +67,14 @@ class SliceBank:
         sizes = np.array([len(v.images) for v in volumes])
         ends = np.cumsum(sizes)
         tumor_counts = np.array([int(v.require_masks().reshape(len(v.images), -1).any(1).sum()) for v in volumes])
+        near_tumor = np.concatenate([_near(t, END_REACH) for t in np.split(has_tumor, ends[:-1])])
         return cls(
             torch.from_numpy(images),
             torch.from_numpy(masks),
             torch.from_numpy(stats),
             torch.from_numpy(np.flatnonzero(has_tumor)),
             torch.from_numpy(np.flatnonzero(top & ~has_tumor)),
+            torch.from_numpy(np.flatnonzero(near_tumor & ~has_tumor)),
             torch.from_numpy(np.repeat(ends - sizes, sizes)),
             torch.from_numpy(np.repeat(ends - 1, sizes)),
             torch.from_numpy(np.repeat(tumor_counts, sizes)),
@@ -98,6 +107,12 @@ class SliceBank:
         return stack_neighbourhood(self.images[torch.from_numpy(near)]), tile_stats(self.stats[idx], context)
 
 
+def _near(flags: np.ndarray, reach: int) -> np.ndarray:
+    """``(Z,)`` bool: slices at most ``reach`` slices from a ``True`` slice of ``flags`` (``(Z,)``)."""
+    marked = np.flatnonzero(flags)
+    return (np.abs(np.arange(len(flags))[:, None] - marked[None, :]) <= reach).any(axis=1)
+
+
 def draw_epoch(
     bank: SliceBank,
     n: int,
@@ -105,9 +120,11 @@ def draw_epoch(
     generator: torch.Generator,
     vertex_fraction: float = 0.0,
     tumor_balance: float = 0.0,
+    end_fraction: float = 0.0,
 ) -> torch.Tensor:
     """Indices for one epoch: ``fg_fraction`` from tumor slices, ``vertex_fraction`` from tumor-free
-    vertex slices (hard negatives), the rest from all slices, shuffled.
+    vertex slices and ``end_fraction`` from tumor-free slices past a tumor's end (hard negatives),
+    the rest from all slices, shuffled.
 
     ``tumor_balance`` weighs each tumor slice by ``t ** -tumor_balance``, where ``t`` is the number of
     tumor slices of its volume: 0 draws every tumor slice equally often (large tumors, with many
@@ -116,6 +133,7 @@ def draw_epoch(
     """
     n_fg = int(round(n * fg_fraction)) if len(bank.tumor) else 0
     n_vertex = min(int(round(n * vertex_fraction)), n - n_fg) if len(bank.vertex) else 0
+    n_end = min(int(round(n * end_fraction)), n - n_fg - n_vertex) if len(bank.ends) else 0
     if not n_fg:
         fg = torch.empty(0, dtype=torch.long)
     elif tumor_balance > 0:
@@ -126,7 +144,9 @@ def draw_epoch(
     parts = [fg]
     if n_vertex:  # no draw at all when off, so older runs resume bit for bit
         parts.append(bank.vertex[torch.randint(len(bank.vertex), (n_vertex,), generator=generator)])
-    parts.append(torch.randint(len(bank), (n - n_fg - n_vertex,), generator=generator))
+    if n_end:  # likewise
+        parts.append(bank.ends[torch.randint(len(bank.ends), (n_end,), generator=generator)])
+    parts.append(torch.randint(len(bank), (n - n_fg - n_vertex - n_end,), generator=generator))
     return torch.cat(parts)[torch.randperm(n, generator=generator)]
 
 
