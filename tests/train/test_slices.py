@@ -38,16 +38,16 @@ def test_end_slices_are_the_tumor_free_slices_near_a_tumor_of_the_same_volume():
     bank = SliceBank.from_volumes([volume("a", 10, range(3, 9)), volume("b", 20, range(10, 12))])
     # a: every tumor-free slice (0, 1, 2, 9) is within 3 of its tumor. b (offset 10): 7-9 and 12-14;
     # b's first slices (bank 10-12) lie next to a's tumor in the bank but not in b, so they are not ends
-    assert bank.ends.tolist() == [0, 1, 2, 9, 17, 18, 19, 22, 23, 24]
+    assert bank.past_ends.tolist() == [0, 1, 2, 9, 17, 18, 19, 22, 23, 24]
 
 
 def test_draw_epoch_takes_the_asked_share_of_end_slices():
     bank = SliceBank.from_volumes([volume("a", 10, range(3, 9)), volume("b", 20, range(10, 12))])
     order = draw_epoch(bank, 1000, 0.5, torch.Generator().manual_seed(0), vertex_fraction=0.1, end_fraction=0.3)
-    ends = np.isin(order.numpy(), bank.ends.numpy()).mean()
+    ends = np.isin(order.numpy(), bank.past_ends.numpy()).mean()
     assert len(order) == 1000 and 0.3 <= ends <= 0.36  # 30% drawn past tumor ends, plus the rest's share
     plain = draw_epoch(bank, 1000, 0.5, torch.Generator().manual_seed(0), vertex_fraction=0.1)
-    assert np.isin(plain.numpy(), bank.ends.numpy()).mean() < 0.15
+    assert np.isin(plain.numpy(), bank.past_ends.numpy()).mean() < 0.15
     again = draw_epoch(bank, 1000, 0.5, torch.Generator().manual_seed(0), vertex_fraction=0.1, end_fraction=0.0)
     assert torch.equal(plain, again)  # off by default: older runs resume bit for bit
 

@@ -34,7 +34,7 @@ class SliceBank:
     float32 (the per-volume normalisation stats of each slice's patient); tumor: indices of
     slices with a non-empty mask; vertex: indices of tumor-free slices in the top
     :data:`VERTEX_SHARE` of their volume (slices run inferior to superior), where bright cortex
-    and skull rim are most often taken for tumor; ends: indices of tumor-free slices within
+    and skull rim are most often taken for tumor; past_ends: indices of tumor-free slices within
     :data:`END_REACH` slices of a tumor slice of their volume; first, last: ``(N,)`` bank indices
     of the first and last slice of each slice's volume (the bounds of a 2.5D neighbourhood);
     volume_tumor_slices:
@@ -50,7 +50,7 @@ class SliceBank:
     stats: torch.Tensor
     tumor: torch.Tensor
     vertex: torch.Tensor
-    ends: torch.Tensor
+    past_ends: torch.Tensor
     first: torch.Tensor
     last: torch.Tensor
     volume_tumor_slices: torch.Tensor
@@ -133,7 +133,7 @@ def draw_epoch(
     """
     n_fg = int(round(n * fg_fraction)) if len(bank.tumor) else 0
     n_vertex = min(int(round(n * vertex_fraction)), n - n_fg) if len(bank.vertex) else 0
-    n_end = min(int(round(n * end_fraction)), n - n_fg - n_vertex) if len(bank.ends) else 0
+    n_end = min(int(round(n * end_fraction)), n - n_fg - n_vertex) if len(bank.past_ends) else 0
     if not n_fg:
         fg = torch.empty(0, dtype=torch.long)
     elif tumor_balance > 0:
@@ -145,7 +145,7 @@ def draw_epoch(
     if n_vertex:  # no draw at all when off, so older runs resume bit for bit
         parts.append(bank.vertex[torch.randint(len(bank.vertex), (n_vertex,), generator=generator)])
     if n_end:  # likewise
-        parts.append(bank.ends[torch.randint(len(bank.ends), (n_end,), generator=generator)])
+        parts.append(bank.past_ends[torch.randint(len(bank.past_ends), (n_end,), generator=generator)])
     parts.append(torch.randint(len(bank), (n - n_fg - n_vertex - n_end,), generator=generator))
     return torch.cat(parts)[torch.randperm(n, generator=generator)]
 
