@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from lggseg.errors import LggsegError
-from lggseg.train.config import load_config
+from lggseg.train.config import TrainConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,6 +103,7 @@ def test_extends_errors_name_the_file(tmp_path):
         ("lgg_unet8_v3_seed43", {"seed": 43, "model": {"base_width": 8}}),
         ("lgg_unet12_v5", {"tumor_balance": 0.5}),
         ("lgg_unet12_v4", {"model": {"in_channels": 15, "context_slices": 2}}),
+        ("lgg_unet12_v3_refit", {"n_validation": 0, "calibrate": False, "rule_from": "docs/cv/fold_{fold}/run"}),
     ],
 )
 def test_recipe_variants_change_only_what_their_header_says(name, changes):
@@ -137,3 +138,13 @@ def test_bare_on_and_off_in_yaml_are_the_switch_values(tmp_path):
     (tmp_path / "b.yaml").write_text("bf16: 'off'\ncompile: auto\n")
     quoted = load_config(tmp_path / "b.yaml")
     assert (quoted.bf16, quoted.compile) == ("off", "auto")
+
+
+def test_a_run_without_validation_patients_must_adopt_its_rule_and_cannot_choose_or_stop_early(tmp_path):
+    with pytest.raises(LggsegError, match="n_validation must be >= 1, or 0 with rule_from"):
+        TrainConfig(n_validation=0, calibrate=False)
+    with pytest.raises(LggsegError, match="rule_from and calibrate both choose"):
+        TrainConfig(n_validation=0, rule_from="runs/a")  # calibrate defaults to true
+    with pytest.raises(LggsegError, match="patience"):
+        TrainConfig(n_validation=0, calibrate=False, rule_from="runs/a", patience=5)
+    assert TrainConfig(n_validation=0, calibrate=False, rule_from="runs/a").n_validation == 0

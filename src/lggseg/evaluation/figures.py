@@ -43,19 +43,20 @@ def _save(fig: Any, path: str | Path) -> None:
 
 
 def training_curves(history: list[dict[str, Any]], path: str | Path) -> None:
-    """Loss, Dice and IoU per epoch, train vs validation."""
+    """Loss, Dice and IoU per epoch, train vs validation (epochs without validation: train only)."""
     plt = _pyplot()
     epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, key, title in zip(axes, ("loss", "dice", "iou"), ("loss (Dice + BCE)", "Dice", "IoU")):
         ax.plot(epochs, [r[f"train_{key}"] for r in history], "o-", ms=3, label="train (pooled over batches)")
-        ax.plot(
-            epochs,
-            [r[f"val_{key}"] for r in history],
-            "o-",
-            ms=3,
-            label="validation (mean per patient)" if key != "loss" else "validation",
-        )
+        validated = [(r["epoch"], r[f"val_{key}"]) for r in history if r.get(f"val_{key}") is not None]
+        if validated:  # a refit (no validation patients) has none
+            ax.plot(
+                *zip(*validated),
+                "o-",
+                ms=3,
+                label="validation (mean per patient)" if key != "loss" else "validation",
+            )
         ax.set_title(title)
         ax.set_xlabel("epoch")
         _integer_ticks(ax.xaxis)

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from lggseg.data.dataset import Volume, index_dataset, load_volume
+from lggseg.data.splits import patient_key
 from lggseg.errors import LggsegError
 from lggseg.evaluation import metrics
 from lggseg.infer import ensemble, postprocess, provenance
@@ -158,6 +159,60 @@ def calibrate_run(run: RunFolder, val_volumes: list[Volume], log: Callable[[str]
     report = calibration_report(val_volumes, scores, chosen)
     run.write_calibration(report)
     return report
+
+
+ADOPTED = "adopted: chosen by the source run on its validation patients, for its own network; this run did not choose"
+"""``calibration.json``'s ``selection`` for a rule taken over with ``rule_from``."""
+
+
+def adopt_rule(
+    run: RunFolder, source: str | Path, test_patients: Sequence[str], log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Give the run's ``best.safetensors`` the rule another run chose on its validation patients.
+
+    For a refit (``rule_from``, ``n_validation: 0``): the recipe is trained again on its training and
+    validation patients together, so nothing is left to choose on; the rule comes from the source run
+    of the same recipe and fold (its ``calibration.json``). Refuses a source whose validation patients
+    include any of this run's test patients: test patients choose nothing. Written like
+    :func:`calibrate_run`: a new ``best.safetensors`` (same tensors, the rule) and ``calibration.json``.
+    """
+    rule, record = adopted_rule(source, test_patients)
+    bundle = load_weights(run.best)
+    chosen = record["chosen"]
+    info = dict(
+        bundle.info, calibration={"adopted_from": str(source), "source_val_mean_dice": chosen.get("val_mean_dice")}
+    )
+    save_weights(run.best, bundle.model, rule, "none", info)
+    report = {"adopted_from": str(source), **record, "selection": ADOPTED}
+    run.write_calibration(report)
+    n = len(record["validation_patients"])
+    log(
+        f"post-processing adopted from {RunFolder(source).calibration} (chosen on its {n} validation patients): {rule}"
+    )
+    return report
+
+
+def adopted_rule(source: str | Path, test_patients: Sequence[str]) -> tuple[PostProcess, dict[str, Any]]:
+    """The rule in run folder ``source``'s ``calibration.json`` and the record it came with
+    (``validation_patients``, ``chosen``); raises when there is none, or when those validation
+    patients include any of ``test_patients``."""
+    path = RunFolder(source).calibration
+    try:
+        record = json.loads(path.read_text())
+        chosen = record["chosen"]
+        validation = [str(name) for name in record["validation_patients"]]
+        rule = PostProcess(**{key: chosen[key] for key in PostProcess.__dataclass_fields__ if key in chosen})
+    except FileNotFoundError:
+        raise LggsegError(
+            f"rule_from {source}: no {RunFolder.CALIBRATION} (a calibrated run folder is needed)"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LggsegError(f"rule_from {path}: not a calibration record ({exc})") from None
+    test_keys = {patient_key(p) for p in test_patients}
+    leaked = [name for name in validation if patient_key(name) in test_keys]
+    if leaked:
+        raise LggsegError(f"rule_from {path}: chosen on {len(leaked)} of this run's test patients ({leaked[0]}...)")
+    return rule, {"validation_patients": validation, "chosen": chosen}
 
 
 def calibrate_ensemble(folder: str | Path, data: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:

@@ -49,6 +49,7 @@ class TrainConfig:
     threads: int = 0
     max_train_patients: int = 0
     calibrate: bool = True
+    rule_from: str = ""  # refit: adopt the rule this run folder chose on its validation patients ("{fold}" = this fold)
     sync_bn: bool = False  # SyncBatchNorm across processes in distributed training (CUDA only)
     init_weights: str = ""  # fine-tune from these weights ("{fold}" = this fold); never ones that saw its test set
     distill_teachers: tuple[str, ...] = ()  # weights whose mean probability enters the target; "{fold}" = this fold
@@ -78,7 +79,15 @@ class TrainConfig:
             (0.0 <= self.tumor_balance <= 1.0, "tumor_balance must be in [0, 1]"),
             (self.lr > 0, "lr must be > 0"),
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1) (0 = no weight average)"),
-            (self.n_validation >= 1, "n_validation must be >= 1"),
+            (
+                self.n_validation >= 1 or self.n_validation == 0 and bool(self.rule_from),
+                "n_validation must be >= 1, or 0 with rule_from (a refit adopts a rule chosen elsewhere)",
+            ),
+            (
+                not (self.rule_from and self.calibrate),
+                "rule_from and calibrate both choose the post-processing: set calibrate: false with rule_from",
+            ),
+            (self.n_validation >= 1 or not self.patience, "patience (early stop) needs validation patients"),
             *((getattr(self, key) in ("auto", "on", "off"), f"{key} must be auto, on or off") for key in SWITCHES),
             (
                 isinstance(self.holdout, tuple) and all(isinstance(p, str) for p in self.holdout),

@@ -38,6 +38,9 @@ from lggseg.train.run_folder import RunFolder, stops_early
 from lggseg.train.slices import SliceBank, load_split_volumes
 from lggseg.train.teacher import fold_path, refuse_leak, teacher_paths, teacher_targets
 
+NOT_VALIDATED = {"val_loss": None, "val_dice": None, "val_iou": None}
+"""The validation columns of an epoch of a run without validation patients (``n_validation: 0``)."""
+
 LOG_FIELDS = ["epoch", "lr", "train_loss", "train_dice", "train_iou", "val_loss", "val_dice", "val_iou", "seconds"]
 
 __all__ = ["LOG_FIELDS", "StepInfo", "config_of_run", "run_finished", "train"]
@@ -95,10 +98,10 @@ def _train(
         if ema is not None:
             ema.updates = int(state.get("ema_updates", 0))
         history = state["history"]
-        log(
-            f"resuming {run.path} after epoch {state['epoch'] + 1} (best validation Dice {best_dice:.4f} at epoch "
-            f"{best_epoch + 1})"
+        best = (
+            f"best validation Dice {best_dice:.4f} at epoch {best_epoch + 1}" if cfg.n_validation else "no validation"
         )
+        log(f"resuming {run.path} after epoch {state['epoch'] + 1} ({best})")
     model = distributed.wrap_model(unet, dist, device, cfg.sync_bn)  # DDP in a process group, else unet
     steps = (cfg.epochs - start_epoch) * cfg.steps_per_epoch  # the steps this process will take
     if runtime.use_compile(cfg.compile, device, steps, dist.enabled):
@@ -111,6 +114,10 @@ def _train(
     split, train_volumes, val_volumes = load_split_volumes(cfg, log, show_progress=dist.is_main)
     if cfg.augment.flair_only_prob >= 1.0:  # a FLAIR-only model is validated and calibrated as predict feeds it
         val_volumes = [dataclasses.replace(v, images=flair_only_images(v.images[..., 1])) for v in val_volumes]
+    if cfg.rule_from:  # refuse a missing or leaking source now, not after the last epoch
+        from lggseg.train.calibrate import adopted_rule
+
+        adopted_rule(fold_path(cfg.rule_from, split.fold), list(split.test))
     init_seen: list[str] = []
     if cfg.init_weights:
         init_seen = init_from_weights(cfg, unet, split, load_state=not resume, log=log)
@@ -150,13 +157,17 @@ def _train(
         for epoch in range(start_epoch, cfg.epochs):
             began = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch + 1, **train_one_epoch(ctx, epoch)}
-            val = validate(validated, val_volumes, device, bf16, cfg.bce_weight) if dist.is_main else None
-            row.update(distributed.broadcast_object(val, dist))  # every rank takes the same decisions
+            if val_volumes:
+                val = validate(validated, val_volumes, device, bf16, cfg.bce_weight) if dist.is_main else None
+                row.update(distributed.broadcast_object(val, dist))  # every rank takes the same decisions
+            else:  # a refit: nothing to validate on, so the deliverable is the latest epoch
+                row.update(NOT_VALIDATED)
             row["seconds"] = time.perf_counter() - began
             history.append(row)
-            improved = row["val_dice"] > best_dice
+            improved = not val_volumes or row["val_dice"] > best_dice
             if improved:
-                best_dice, best_epoch = row["val_dice"], epoch
+                best_epoch = epoch
+                best_dice = row["val_dice"] if val_volumes else best_dice
             state = {
                 "epoch": epoch,
                 "best_val_dice": best_dice,
@@ -169,10 +180,15 @@ def _train(
             if dist.is_main:
                 run.save_checkpoint(unet, optimizer, state, best=improved, averaged=averaged)
                 run.write_log(history, LOG_FIELDS)
+            validation = (
+                f"val loss {row['val_loss']:.4f} per-patient Dice {row['val_dice']:.4f} IoU {row['val_iou']:.4f}"
+                f"{' (best)' if improved else ''}"
+                if val_volumes
+                else "no validation patients"
+            )
             log(
                 f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f} train Dice {row['train_dice']:.3f} | "
-                f"val loss {row['val_loss']:.4f} per-patient Dice {row['val_dice']:.4f} IoU {row['val_iou']:.4f}"
-                f"{' (best)' if improved else ''} | {row['seconds']:.0f} s"
+                f"{validation} | {row['seconds']:.0f} s"
             )
             epochs_done += 1
             if distributed.any_rank(stop.flag, dist):
@@ -186,11 +202,16 @@ def _train(
     finally:
         stop.restore()
 
-    # 4. calibration: the post-processing of best.safetensors, chosen on validation patients
+    # 4. calibration: the post-processing of best.safetensors, chosen on validation patients (here,
+    # or by the run it is adopted from)
     if cfg.calibrate and dist.is_main:
         from lggseg.train.calibrate import calibrate_run
 
         calibrate_run(run, val_volumes, log)
+    if cfg.rule_from and dist.is_main:
+        from lggseg.train.calibrate import adopt_rule
+
+        adopt_rule(run, fold_path(cfg.rule_from, split.fold), list(split.test), log)
     return run.path
 
 

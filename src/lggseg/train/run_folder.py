@@ -8,9 +8,11 @@ A run folder holds::
                              and the training state as JSON metadata (epoch, best epoch, history,
                              config); written by one atomic rename, so a kill at any instant
                              leaves the previous epoch's checkpoint or this one, never a mix
-    best.safetensors         the deliverable weights (the best validation epoch; calibrated)
+    best.safetensors         the deliverable weights (the best validation epoch, or the last one
+                             without validation patients; calibrated)
     log.csv, curves.png      one row per epoch, and its figure
-    calibration.json         the post-processing chosen on validation patients
+    calibration.json         the post-processing chosen on validation patients (or adopted from
+                             another run's: ``rule_from``)
 
 The checkpoint is the only authoritative source of the training state: every reader (resume,
 ``run_finished``, ``cv``) goes through :meth:`RunFolder.state`. A published run folder (copied
@@ -122,14 +124,15 @@ class RunFolder:
         elif (self.path / self.CONFIG).exists() and (self.path / self.LOG).exists():
             cfg = self.config()
             rows = csv.DictReader((self.path / self.LOG).read_text().splitlines())
-            val_dice = [float(row["val_dice"]) for row in rows]
+            val_dice = [float(row["val_dice"] or "-inf") for row in rows]  # empty: a refit's unvalidated epoch
             if not val_dice:
                 return False
             last, best = len(val_dice) - 1, max(range(len(val_dice)), key=val_dice.__getitem__)
         else:
             return False
         ended = last + 1 >= cfg.epochs or stops_early(cfg, last, best)
-        return ended and (not cfg.calibrate or self.calibration.exists())
+        chooses_rule = cfg.calibrate or bool(cfg.rule_from)  # chosen here, or adopted (a refit)
+        return ended and (not chooses_rule or self.calibration.exists())
 
     # ------------------------------------------------------------------------------ writing
 
