@@ -186,9 +186,7 @@ def adopt_rule(
     report = {"adopted_from": str(source), **record, "selection": ADOPTED}
     run.write_calibration(report)
     n = len(record["validation_patients"])
-    log(
-        f"post-processing adopted from {RunFolder(source).calibration} (chosen on its {n} validation patients): {rule}"
-    )
+    log(f"post-processing adopted from {RunFolder(source).calibration} (chosen on its {n} validation patients): {rule}")
     return report
 
 
