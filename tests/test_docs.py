@@ -35,4 +35,4 @@ def test_docs_index_quotes_each_folders_metrics() -> None:
         assert quoted[:3] == [round(x, 3) for x in actual], line
         assert quoted[3] == round(100 * metrics["false_positive_rate_empty_slices"], 1), line
         rows += 1
-    assert rows == 10  # cv, cv_v2, cv_v4, cv_v5, cv_v3s43, cv_v3swa, cv_v3c224, cv_v7, cv_v7s43, cv_v3ends
+    assert rows == 11  # cv, cv_v2, cv_v4, cv_v5, cv_v3s43, cv_v3swa, cv_v3c224, cv_v7, cv_v7s43, cv_v3ends, cv_v3refit
